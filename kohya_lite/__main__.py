@@ -1,0 +1,3 @@
+from kohya_lite.cli import main
+
+raise SystemExit(main())

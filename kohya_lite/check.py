@@ -1,0 +1,391 @@
+"""Pre-flight check: every problem with a config at once, each naming the field or file and the fix.
+
+`run_check(cfg)` changes no file. It returns a `CheckResult` with the problems (errors block training,
+warnings don't), the dataset summary and the step plan, which the CLI prints and the page shows.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kohya_lite.config import (
+    PRECISIONS, QUICK_PICKS, SAVE_PRECISIONS, SCHEDULERS, SUPPORTED_LORA_TYPES, TrainingConfig, known_optimizer,
+    parse_kv_args, parse_resolution, te_lr_of, unet_lr_of,
+)
+from kohya_lite.dataset.folders import DatasetSummary, list_images, scan_dataset
+from kohya_lite.dataset.images import image_problem
+from kohya_lite.dataset.steps import StepPlan, plan_steps
+from kohya_lite.errors import Problem, UserError
+
+HF_ID_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
+MODEL_FILE_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".bin")
+
+
+@dataclass
+class CheckResult:
+    problems: list[Problem] = field(default_factory=list)
+    dataset: DatasetSummary | None = None
+    plan: StepPlan | None = None
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.is_error]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if not p.is_error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def error(self, message: str, **kw) -> None:
+        self.problems.append(Problem(message, severity="error", **kw))
+
+    def warn(self, message: str, **kw) -> None:
+        self.problems.append(Problem(message, severity="warning", **kw))
+
+    def by_field(self) -> dict[str, list[Problem]]:
+        out: dict[str, list[Problem]] = {}
+        for p in self.problems:
+            out.setdefault(p.field or "", []).append(p)
+        return out
+
+
+def run_check(cfg: TrainingConfig, *, verify_images: bool = True) -> CheckResult:
+    r = CheckResult()
+    _check_model(cfg, r)
+    _check_network(cfg, r)
+    _check_learning(cfg, r)
+    _check_resolution(cfg, r)
+    _check_precision(cfg, r)
+    _check_output(cfg, r)
+    _check_dataset(cfg, r, verify_images=verify_images)
+    return r
+
+
+# ---- model --------------------------------------------------------------------------------------
+def _hf_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo_id, "model_index.json")
+        return isinstance(hit, str)
+    except Exception:
+        return False
+
+
+def _check_model(cfg: TrainingConfig, r: CheckResult) -> None:
+    f = "pretrained_model_name_or_path"
+    src = cfg.pretrained_model_name_or_path.strip()
+    if not src:
+        r.error("no base model chosen", field=f, fix="pick a quick-pick model or enter the path of a .safetensors file or diffusers folder")
+        return
+    p = Path(src).expanduser()
+    if p.exists():
+        if p.is_file() and p.suffix.lower() not in MODEL_FILE_EXTENSIONS:
+            r.error(f"'{src}' is not a model checkpoint", field=f, file=src,
+                    fix="choose a .safetensors or .ckpt checkpoint, or a diffusers folder (with model_index.json)")
+        elif p.is_dir() and not (p / "model_index.json").is_file() and not (p / "unet").is_dir():
+            r.error(f"folder '{src}' is not a diffusers model (no model_index.json)", field=f, file=src,
+                    fix="point to the folder that contains model_index.json, or to a single .safetensors file")
+    elif HF_ID_RE.match(src) and not src.lower().endswith(MODEL_FILE_EXTENSIONS) and not src.startswith((".", "/")):
+        if not _hf_cached(src):
+            r.error(f"model '{src}' is not on this machine (kohya-lite never downloads)", field=f,
+                    fix=f"download it once with `huggingface-cli download {src}` on a machine with internet "
+                        "(it lands in the Hugging Face cache), or choose a local .safetensors file")
+    else:
+        r.error(f"model path '{src}' does not exist", field=f, file=src,
+                fix="check the path; it must be a .safetensors/.ckpt file or a diffusers folder")
+    flags = QUICK_PICKS.get(src)
+    if flags:
+        for k, v in flags.items():
+            if getattr(cfg, k) != v:
+                r.warn(f"'{src}' is {'an SDXL' if flags['sdxl'] else 'an SD2' if flags['v2'] else 'an SD1.x'} model but {k}={getattr(cfg, k)}",
+                       field=k, fix=f"set {k} to {v}")
+    if cfg.sdxl and cfg.v2:
+        r.error("both sdxl and v2 are ticked", field="sdxl", fix="tick only the one that matches your base model")
+    if cfg.v_parameterization and not (cfg.v2 or cfg.sdxl):
+        r.warn("v_parameterization is set for an SD1.x model", field="v_parameterization",
+               fix="v-prediction is for SD2.x 768-v models; untick it unless your SD1 model really is v-pred")
+    if cfg.vae and not Path(cfg.vae).exists():
+        r.error(f"VAE '{cfg.vae}' does not exist", field="vae", file=cfg.vae, fix="clear the field or give a VAE file/folder")
+    if cfg.network_weights and not Path(cfg.network_weights).is_file():
+        r.error(f"network_weights '{cfg.network_weights}' does not exist", field="network_weights",
+                file=cfg.network_weights, fix="clear the field or pick an existing .safetensors LoRA")
+    if cfg.resume and cfg.resume != "last" and not Path(cfg.resume).is_dir():
+        r.error(f"resume state folder '{cfg.resume}' does not exist", field="resume", file=cfg.resume,
+                fix="pick a '<name>-…-state' folder in the output folder, or 'last'")
+
+
+# ---- network and learning -------------------------------------------------------------------------
+def _check_network(cfg: TrainingConfig, r: CheckResult) -> None:
+    if cfg.LoRA_type not in SUPPORTED_LORA_TYPES:
+        r.error(f"LoRA type '{cfg.LoRA_type}' is not supported", field="LoRA_type",
+                fix=f"choose one of: {', '.join(SUPPORTED_LORA_TYPES)} (LyCORIS types are not implemented)")
+    if cfg.network_dim < 1:
+        r.error(f"network_dim (rank) must be at least 1, got {cfg.network_dim}", field="network_dim", fix="use 4–32 for most subjects")
+    if cfg.network_alpha < 0:
+        r.error("network_alpha cannot be negative", field="network_alpha", fix="use 1 or the same value as the rank")
+    if cfg.LoRA_type == "Kohya LoCon" and cfg.conv_dim < 1:
+        r.error("Kohya LoCon needs conv_dim ≥ 1", field="conv_dim", fix="set conv_dim, e.g. 4–16")
+    for name in ("network_dropout", "rank_dropout", "module_dropout", "caption_dropout_rate"):
+        v = getattr(cfg, name)
+        if not 0 <= v < 1:
+            r.error(f"{name} must be in [0, 1), got {v}", field=name, fix="use 0 (off) to 0.3")
+    if cfg.dataset_config:
+        r.error("dataset TOML files are not supported yet", field="dataset_config",
+                fix="clear dataset_config and use train_data_dir with N_name folders")
+
+
+def _check_learning(cfg: TrainingConfig, r: CheckResult) -> None:
+    if cfg.learning_rate <= 0 and cfg.unet_lr <= 0 and cfg.text_encoder_lr <= 0:
+        r.error("all learning rates are zero: nothing would train", field="learning_rate",
+                fix="set learning_rate (e.g. 0.0001; 1.0 for Prodigy/DAdapt)")
+    elif te_lr_of(cfg) == 0 and cfg.sdxl is False and cfg.train_unet:
+        r.warn("text_encoder_lr is 0: only the UNet is trained, the file has no text-encoder part", field="text_encoder_lr",
+               fix="set text_encoder_lr (e.g. half the UNet LR) to train the text encoder too")
+    for name in ("learning_rate", "unet_lr", "text_encoder_lr"):
+        if getattr(cfg, name) < 0:
+            r.error(f"{name} cannot be negative", field=name, fix="use a positive value or 0")
+    opt = known_optimizer(cfg.optimizer)
+    if opt is None:
+        from kohya_lite.config import OPTIMIZERS
+
+        r.error(f"unknown optimizer '{cfg.optimizer}'", field="optimizer", fix=f"choose one of: {', '.join(OPTIMIZERS)}")
+    elif (opt.startswith("DAdapt") or opt == "Prodigy") and max(cfg.learning_rate, unet_lr_of(cfg)) <= 0.1:
+        r.warn(f"{opt} adapts the LR itself and expects learning_rate ≈ 1.0", field="learning_rate",
+               fix="set learning_rate, unet_lr and text_encoder_lr to 1.0")
+    for name in ("optimizer_args", "lr_scheduler_args"):
+        try:
+            parse_kv_args(getattr(cfg, name), name)
+        except UserError as exc:
+            r.problems.append(exc.problem)
+    if cfg.lr_scheduler not in SCHEDULERS:
+        r.error(f"unknown lr_scheduler '{cfg.lr_scheduler}'", field="lr_scheduler", fix=f"choose one of: {', '.join(SCHEDULERS)}")
+    warmup = cfg.lr_warmup_steps or cfg.lr_warmup
+    if cfg.lr_scheduler == "constant" and warmup:
+        r.error("the 'constant' scheduler cannot warm up", field="lr_warmup",
+                fix="set LR warmup to 0, or choose 'constant_with_warmup'")
+    if not 0 <= cfg.lr_warmup <= 100:
+        r.error(f"lr_warmup is a percentage of the steps, got {cfg.lr_warmup}", field="lr_warmup", fix="use 0–100 (10 is common)")
+    if opt == "Adafactor" and "relative_step=False" not in cfg.optimizer_args.replace(" ", "") and warmup:
+        r.error("Adafactor with relative_step cannot use LR warmup", field="lr_warmup",
+                fix="set warmup to 0, or add 'scale_parameter=False relative_step=False warmup_init=False' to optimizer_args")
+    if cfg.train_batch_size < 1:
+        r.error("train_batch_size must be at least 1", field="train_batch_size", fix="use 1–4 on most GPUs")
+    if cfg.gradient_accumulation_steps < 1:
+        r.error("gradient_accumulation_steps must be at least 1", field="gradient_accumulation_steps", fix="use 1")
+    if cfg.max_train_steps < 0 or cfg.max_train_epochs < 0 or cfg.epoch < 0:
+        r.error("epochs and steps cannot be negative", field="epoch", fix="use a positive number, or 0 to leave an override unset")
+    if cfg.save_every_n_epochs < 0:
+        r.error("save_every_n_epochs cannot be negative", field="save_every_n_epochs", fix="use 1 to save every epoch, 0 for the final file only")
+    if not 0 <= cfg.noise_offset <= 1:
+        r.error(f"noise_offset must be in [0, 1], got {cfg.noise_offset}", field="noise_offset", fix="use 0 (off) or ~0.05")
+    if cfg.min_snr_gamma < 0:
+        r.error("min_snr_gamma cannot be negative", field="min_snr_gamma", fix="use 0 (off) or 5")
+    if not 0 <= cfg.min_timestep < cfg.max_timestep <= 1000:
+        r.error(f"timestep range {cfg.min_timestep}–{cfg.max_timestep} is empty or outside 0–1000", field="min_timestep",
+                fix="use min_timestep 0 and max_timestep 1000")
+    if cfg.scale_v_pred_loss_like_noise_pred and not cfg.v_parameterization:
+        r.error("scale_v_pred_loss_like_noise_pred needs v_parameterization", field="scale_v_pred_loss_like_noise_pred",
+                fix="untick it, or tick v_parameterization for a v-prediction model")
+    if cfg.v_pred_like_loss and cfg.v_parameterization:
+        r.error("v_pred_like_loss cannot be combined with v_parameterization", field="v_pred_like_loss", fix="set it to 0")
+    if cfg.clip_skip > 1 and cfg.v2:
+        r.warn("clip_skip with an SD2 model gives unexpected results", field="clip_skip", fix="use clip_skip 1 for SD2")
+    if not 0 <= cfg.clip_skip <= 12:
+        r.error(f"clip_skip must be 0–12, got {cfg.clip_skip}", field="clip_skip", fix="use 1 (2 for anime SD1 models)")
+    if cfg.max_token_length not in (75, 150, 225):
+        r.error(f"max_token_length must be 75, 150 or 225, got {cfg.max_token_length}", field="max_token_length", fix="use 75")
+    if cfg.keep_tokens < 0:
+        r.error("keep_tokens cannot be negative", field="keep_tokens", fix="use 0, or 1 to keep the trigger word first")
+    if cfg.stop_text_encoder_training:
+        r.warn("stop_text_encoder_training is ignored for LoRA (as in kohya_ss)", field="stop_text_encoder_training", fix="set it to 0")
+    if cfg.sdxl_cache_text_encoder_outputs and cfg.sdxl:
+        if cfg.train_text_encoder:
+            r.error("caching text-encoder outputs needs UNet-only training", field="sdxl_cache_text_encoder_outputs",
+                    fix="set text_encoder_lr to 0, or untick the cache")
+        if cfg.shuffle_caption or cfg.caption_dropout_rate or cfg.caption_dropout_every_n_epochs:
+            r.error("caching text-encoder outputs cannot be combined with caption shuffle or dropout",
+                    field="sdxl_cache_text_encoder_outputs", fix="untick shuffle_caption and set caption dropout to 0, or untick the cache")
+
+
+def _check_resolution(cfg: TrainingConfig, r: CheckResult) -> None:
+    try:
+        w, h = parse_resolution(cfg.max_resolution)
+    except UserError as exc:
+        r.problems.append(exc.problem)
+        return
+    step = 32 if cfg.sdxl else 64
+    if w % 8 or h % 8 or min(w, h) < 64 or max(w, h) > 4096:
+        r.error(f"max_resolution {w},{h} is not usable", field="max_resolution",
+                fix="use multiples of 64 between 256 and 2048, e.g. 512,512 or 1024,1024")
+    if cfg.enable_bucket:
+        if cfg.bucket_reso_steps < 1 or cfg.bucket_reso_steps % step:
+            r.error(f"bucket_reso_steps {cfg.bucket_reso_steps} is not a multiple of {step}", field="bucket_reso_steps",
+                    fix=f"use {step} (or 64)")
+        if cfg.min_bucket_reso > cfg.max_bucket_reso:
+            r.error("min_bucket_reso is larger than max_bucket_reso", field="min_bucket_reso", fix="use 256 and 2048")
+        if not cfg.bucket_no_upscale and (min(w, h) < cfg.min_bucket_reso or max(w, h) > cfg.max_bucket_reso):
+            r.error(f"max_resolution {w},{h} lies outside the bucket range {cfg.min_bucket_reso}–{cfg.max_bucket_reso}",
+                    field="max_resolution", fix="widen min/max bucket resolution or lower max_resolution")
+    if (cfg.color_aug or cfg.random_crop) and (cfg.cache_latents or cfg.cache_latents_to_disk):
+        r.warn("color_aug/random_crop need fresh pixels every step, so latent caching will be turned off",
+               field="cache_latents", fix="untick color_aug/random_crop to keep the faster cached latents")
+
+
+def _check_precision(cfg: TrainingConfig, r: CheckResult) -> None:
+    if cfg.mixed_precision not in PRECISIONS:
+        r.error(f"mixed_precision '{cfg.mixed_precision}' is not supported", field="mixed_precision", fix="use no, fp16 or bf16")
+    if cfg.save_precision not in SAVE_PRECISIONS:
+        r.error(f"save_precision '{cfg.save_precision}' is not supported", field="save_precision", fix="use fp16, bf16 or float")
+    if cfg.full_fp16 and cfg.mixed_precision != "fp16":
+        r.error("full_fp16 needs mixed_precision fp16", field="full_fp16", fix="set mixed_precision to fp16 or untick full_fp16")
+    if cfg.full_bf16 and cfg.mixed_precision != "bf16":
+        r.error("full_bf16 needs mixed_precision bf16", field="full_bf16", fix="set mixed_precision to bf16 or untick full_bf16")
+    if cfg.save_model_as != "safetensors":
+        r.warn(f"save_model_as '{cfg.save_model_as}': kohya-lite writes .safetensors only", field="save_model_as",
+               fix="choose safetensors (every LoRA consumer loads it)")
+    if cfg.num_processes < 1:
+        r.error("num_processes must be at least 1", field="num_processes", fix="use 1, or the number of GPUs")
+
+
+def _check_output(cfg: TrainingConfig, r: CheckResult) -> None:
+    if not cfg.output_name.strip() or re.search(r'[\\/:*?"<>|]', cfg.output_name):
+        r.error(f"output name '{cfg.output_name}' is not a valid file name", field="output_name",
+                fix="use letters, digits, '-' and '_' (e.g. lisabp_v1)")
+    if not cfg.output_dir.strip():
+        r.error("no output folder", field="output_dir", fix="set the folder where the LoRA files go (e.g. <project>/model)")
+        return
+    out = Path(cfg.output_dir).expanduser()
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        r.error(f"output folder '{out}' is a file", field="output_dir", file=str(out), fix="choose a folder")
+        return
+    if not _writable(probe):
+        r.error(f"output folder '{out}' cannot be written", field="output_dir", file=str(out),
+                fix="choose a folder you own, or fix its permissions")
+    if cfg.logging_dir:
+        lp = Path(cfg.logging_dir).expanduser()
+        while not lp.exists() and lp != lp.parent:
+            lp = lp.parent
+        if not _writable(lp):
+            r.error(f"logging folder '{cfg.logging_dir}' cannot be written", field="logging_dir", fix="choose another folder or clear it")
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+# ---- dataset ------------------------------------------------------------------------------------
+def _check_dataset(cfg: TrainingConfig, r: CheckResult, *, verify_images: bool) -> None:
+    f = "train_data_dir"
+    if not cfg.train_data_dir.strip():
+        r.error("no image folder", field=f, fix="set train_data_dir to the parent of your '<repeats>_<trigger> <class>' folder(s)")
+        return
+    root = Path(cfg.train_data_dir).expanduser()
+    if not root.is_dir():
+        r.error(f"image folder '{root}' does not exist", field=f, file=str(root), fix="check the path (Utilities → Dataset preparation builds the layout)")
+        return
+    if cfg.reg_data_dir and not Path(cfg.reg_data_dir).expanduser().is_dir():
+        r.error(f"regularization folder '{cfg.reg_data_dir}' does not exist", field="reg_data_dir", file=cfg.reg_data_dir,
+                fix="clear the field or point to the parent of a '1_<class>' folder")
+    summary = scan_dataset(str(root), cfg.reg_data_dir, cfg.caption_extension)
+    r.dataset = summary
+
+    direct_images = list_images(root)
+    if direct_images and not summary.train:
+        r.error(f"'{root}' holds the images themselves; it must be their parent folder", field=f, file=str(root),
+                fix=f"move the images into a subfolder named '<repeats>_<trigger> <class>', e.g. '{root / '10_mytrigger woman'}', "
+                    "and keep train_data_dir pointing at the parent")
+    elif direct_images:
+        r.warn(f"{len(direct_images)} images directly in '{root}' are ignored", field=f, file=str(root),
+               fix="move them into one of the N_name subfolders")
+    for skipped in summary.skipped_folders:
+        reg = summary.reg and skipped.parent == Path(cfg.reg_data_dir).expanduser()
+        r.problems.append(Problem(
+            f"folder '{skipped.name}' has no '<repeats>_' prefix and is skipped", field="reg_data_dir" if reg else f,
+            file=str(skipped), fix=f"rename it to e.g. '10_{skipped.name}' (10 repeats)",
+            severity="warning" if summary.train else "error"))
+    if not summary.train and not direct_images and not summary.skipped_folders:
+        r.error(f"no '<repeats>_<trigger> <class>' folders in '{root}'", field=f, file=str(root),
+                fix="create e.g. '10_mytrigger woman' inside it and put the images there (train_data_dir must be the parent)")
+
+    for subset in summary.subsets:
+        field_name = "reg_data_dir" if subset.is_reg else f
+        if not subset.images:
+            r.problems.append(Problem(f"folder '{subset.name}' has no images (.png .jpg .jpeg .webp .bmp)", field=field_name,
+                                      file=str(subset.path), fix="add images or remove the folder",
+                                      severity="warning"))
+        elif not subset.is_reg and subset.missing_captions and cfg.caption_extension:
+            r.warn(f"{subset.missing_captions} of {len(subset.images)} images in '{subset.name}' have no "
+                   f"'{cfg.caption_extension}' caption; the folder name '{subset.tokens}' is used instead",
+                   field="caption_extension", file=str(subset.path),
+                   fix="caption them (Utilities → Captioning), or ignore this if the trigger word alone is what you want")
+        if verify_images:
+            bad = {im: why for im in subset.images if (why := image_problem(im))}
+            for im, why in list(bad.items())[:20]:
+                r.warn(f"image '{im.name}' {why}; it will be skipped", field=field_name, file=str(im),
+                       fix="re-save it as PNG/JPEG or delete it")
+            if len(bad) > 20:
+                r.warn(f"{len(bad) - 20} more unreadable images in '{subset.name}'", field=field_name, file=str(subset.path))
+            if bad:
+                subset.images = [im for im in subset.images if im not in bad]
+
+    if summary.train and summary.num_train_images == 0:
+        r.error("the training folders hold no usable images", field=f, file=str(root), fix="add .png/.jpg/.webp images to the N_name folders")
+    if summary.num_train_images:
+        r.plan = plan_steps(
+            num_images=summary.image_count, num_train_samples=summary.num_train_images, batch_size=cfg.train_batch_size,
+            epoch=cfg.epoch, max_train_epochs=cfg.max_train_epochs, max_train_steps=cfg.max_train_steps,
+            grad_accum=cfg.gradient_accumulation_steps, with_reg=bool(summary.reg),
+        )
+        if cfg.max_train_epochs > 0 and cfg.max_train_steps > 0:
+            r.warn(f"max_train_epochs ({cfg.max_train_epochs}) overrides max_train_steps ({cfg.max_train_steps})",
+                   field="max_train_steps", fix="clear one of them")
+        elif cfg.max_train_epochs > 0:
+            r.warn(f"max_train_epochs ({cfg.max_train_epochs}) overrides epoch ({cfg.epoch})", field="max_train_epochs",
+                   fix="set max_train_epochs to 0 to use the epoch field")
+        elif cfg.max_train_steps > 0:
+            r.warn(f"max_train_steps ({cfg.max_train_steps}) overrides epoch ({cfg.epoch}): {r.plan.epochs} epochs will run",
+                   field="max_train_steps", fix="set max_train_steps to 0 to train for the epoch count")
+
+
+def format_report(cfg: TrainingConfig, result: CheckResult) -> str:
+    """The text `kohya-lite check` prints: settings, dataset, step arithmetic, then every problem."""
+    lines = ["Settings"]
+    lines.append(f"  model        {cfg.pretrained_model_name_or_path}  ({cfg.family}{', v-pred' if cfg.v_parameterization else ''})")
+    lines.append(f"  network      {cfg.LoRA_type}, rank {cfg.network_dim}, alpha {cfg.network_alpha:g}"
+                 + (f", conv {cfg.conv_dim}/{cfg.conv_alpha:g}" if cfg.LoRA_type == "Kohya LoCon" else ""))
+    lines.append(f"  learning     {cfg.optimizer}, lr {cfg.learning_rate:g} (UNet {unet_lr_of(cfg):g}, TE {te_lr_of(cfg):g}), "
+                 f"{cfg.lr_scheduler}, warmup {cfg.lr_warmup_steps or str(cfg.lr_warmup) + '%'}")
+    lines.append(f"  resolution   {cfg.max_resolution}, buckets {'on' if cfg.enable_bucket else 'off'}, "
+                 f"precision {cfg.mixed_precision}, save as {cfg.save_precision}")
+    lines.append(f"  output       {Path(cfg.output_dir or '.') / cfg.output_name}.safetensors")
+    if result.dataset and result.dataset.subsets:
+        lines.append("Dataset")
+        for s in result.dataset.subsets:
+            kind = "reg " if s.is_reg else ""
+            lines.append(f"  {kind}{s.name!r}: {len(s.images)} images × {s.repeats} repeats, trigger '{s.tokens}', "
+                         f"{s.captioned} captions")
+    if result.plan:
+        p = result.plan
+        lines.append("Steps")
+        lines.append(f"  {p.summary()}")
+        lines.append(f"  {p.steps_per_epoch:,} steps per epoch × {p.epochs} epochs = {p.total_steps:,} steps")
+    if result.problems:
+        lines.append(f"Problems ({len(result.errors)} errors, {len(result.warnings)} warnings)")
+        for prob in result.problems:
+            lines += ["  " + ln for ln in prob.format().splitlines()]
+    lines.append("Ready to train." if result.ok else "Not ready: fix the errors above.")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Dataset conventions: `N_trigger class` folders, captions, step math, buckets, loading."""

@@ -1,0 +1,160 @@
+"""kohya's DreamBooth folder layout, as pure functions.
+
+`train_data_dir` is the *parent* of subfolders named `<repeats>_<trigger> <class>` (e.g. `6_lisabp woman`);
+`reg_data_dir` holds `1_<class>` folders of regularization images. Captions are `<stem><caption_extension>`
+beside each image, with the folder's class tokens as the fallback.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+FOLDER_RE = re.compile(r"^(\d+)_(.+)$")
+
+
+@dataclass(frozen=True)
+class FolderName:
+    repeats: int
+    tokens: str  # "lisabp woman": trigger word(s) then class
+
+    @property
+    def trigger(self) -> str:
+        return self.tokens.split(" ")[0] if self.tokens else ""
+
+    @property
+    def class_name(self) -> str:
+        parts = self.tokens.split(" ", 1)
+        return parts[1] if len(parts) > 1 else ""
+
+
+def parse_folder_name(name: str) -> FolderName | None:
+    """`10_sks dog` → FolderName(10, 'sks dog'); None when the name has no `N_` prefix."""
+    m = FOLDER_RE.match(name)
+    if not m:
+        return None
+    return FolderName(repeats=int(m.group(1)), tokens=m.group(2).strip())
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image(p) and not p.name.startswith("."))
+
+
+def caption_path(image: Path, caption_extension: str) -> Path:
+    return image.with_name(image.stem + caption_extension)
+
+
+def read_caption(image: Path, caption_extension: str, fallback: str) -> tuple[str, bool]:
+    """The caption's first line (kohya), or the folder's class tokens when there is no usable file.
+
+    Returns (caption, from_file)."""
+    if caption_extension:
+        path = caption_path(image, caption_extension)
+        if path.is_file():
+            try:
+                text = path.read_text(encoding="utf-8-sig")
+            except (OSError, UnicodeDecodeError):
+                return fallback, False
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            if lines:
+                return lines[0], True
+    return fallback, False
+
+
+@dataclass
+class Subset:
+    """One `N_name` folder."""
+
+    path: Path
+    repeats: int
+    tokens: str
+    is_reg: bool
+    images: list[Path] = field(default_factory=list)
+    captioned: int = 0  # images with a caption file
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def missing_captions(self) -> int:
+        return len(self.images) - self.captioned
+
+
+@dataclass
+class DatasetSummary:
+    subsets: list[Subset]
+    skipped_folders: list[Path] = field(default_factory=list)  # no N_ prefix, or repeats < 1
+
+    @property
+    def train(self) -> list[Subset]:
+        return [s for s in self.subsets if not s.is_reg]
+
+    @property
+    def reg(self) -> list[Subset]:
+        return [s for s in self.subsets if s.is_reg]
+
+    @property
+    def num_train_images(self) -> int:
+        """Images × repeats over the training folders (kohya's num_train_images)."""
+        return sum(s.repeats * len(s.images) for s in self.train)
+
+    @property
+    def num_reg_images(self) -> int:
+        return sum(s.repeats * len(s.images) for s in self.reg)
+
+    @property
+    def image_count(self) -> int:
+        return sum(len(s.images) for s in self.train)
+
+
+def scan_folder_root(root: Path, *, is_reg: bool, caption_extension: str) -> tuple[list[Subset], list[Path]]:
+    subsets: list[Subset] = []
+    skipped: list[Path] = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        parsed = parse_folder_name(child.name)
+        if parsed is None or parsed.repeats < 1:
+            skipped.append(child)
+            continue
+        images = list_images(child)
+        captioned = sum(1 for im in images if caption_extension and caption_path(im, caption_extension).is_file())
+        subsets.append(Subset(child, parsed.repeats, parsed.tokens, is_reg, images, captioned))
+    return subsets, skipped
+
+
+def scan_dataset(train_data_dir: str, reg_data_dir: str = "", caption_extension: str = ".txt") -> DatasetSummary:
+    """Scan both roots. Missing roots give an empty summary; `check` explains why."""
+    subsets: list[Subset] = []
+    skipped: list[Path] = []
+    for root, is_reg in ((train_data_dir, False), (reg_data_dir, True)):
+        if root and Path(root).is_dir():
+            found, skip = scan_folder_root(Path(root), is_reg=is_reg, caption_extension=caption_extension)
+            subsets += found
+            skipped += skip
+    return DatasetSummary(subsets, skipped)
+
+
+def suggest_repeats(n_images: int, target_low: int = 200, target_high: int = 400) -> int:
+    """Repeats so one epoch is 200–400 steps: the midpoint target ÷ images, at least 1."""
+    if n_images <= 0:
+        return 1
+    target = (target_low + target_high) / 2
+    return max(1, round(target / n_images))
+
+
+def tag_frequency(subset: Subset, caption_extension: str) -> dict[str, int]:
+    """kohya's ss_tag_frequency for one folder: caption split on ',', stripped, lower-cased, counted."""
+    counts: dict[str, int] = {}
+    for image in subset.images:
+        caption, _ = read_caption(image, caption_extension, subset.tokens)
+        for tag in caption.split(","):
+            tag = tag.strip().lower()
+            if tag:
+                counts[tag] = counts.get(tag, 0) + 1
+    return counts
