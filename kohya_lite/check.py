@@ -159,6 +159,10 @@ def _check_learning(cfg: TrainingConfig, r: CheckResult) -> None:
     elif (opt.startswith("DAdapt") or opt == "Prodigy") and max(cfg.learning_rate, unet_lr_of(cfg)) <= 0.1:
         r.warn(f"{opt} adapts the LR itself and expects learning_rate ≈ 1.0", field="learning_rate",
                fix="set learning_rate, unet_lr and text_encoder_lr to 1.0")
+    if opt and (opt == "Prodigy" or opt.startswith("DAdapt")) and cfg.train_unet and cfg.train_text_encoder \
+            and unet_lr_of(cfg) != te_lr_of(cfg):
+        r.error(f"{opt} needs the same learning rate for the UNet and the text encoder", field="text_encoder_lr",
+                fix="set unet_lr and text_encoder_lr to the same value (1.0 is usual), or text_encoder_lr to 0")
     for name in ("optimizer_args", "lr_scheduler_args"):
         try:
             parse_kv_args(getattr(cfg, name), name)

@@ -1,0 +1,106 @@
+"""Aspect-ratio bucketing exactly as sd-scripts does it (reference §5).
+
+Two assignment paths: with `bucket_no_upscale` every image gets its own downscale-only bucket; without
+it, images go to the nearest bucket of a precomputed list, are scaled to cover it and centre-cropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Assignment:
+    bucket: tuple[int, int]  # (w, h) the image is cropped to
+    resized: tuple[int, int]  # (w, h) the image is resized to before cropping
+
+    @property
+    def crop_ltrb(self) -> tuple[int, int, int, int]:
+        """Centre crop box inside the resized image."""
+        (bw, bh), (rw, rh) = self.bucket, self.resized
+        left, top = (rw - bw) // 2, (rh - bh) // 2
+        return left, top, left + bw, top + bh
+
+
+def snap_bucket_range(min_reso: int, max_reso: int, steps: int) -> tuple[int, int]:
+    """min rounded down, max rounded up, to multiples of `steps` (sd-scripts warns and does this)."""
+    return min_reso - min_reso % steps, max_reso + (-max_reso) % steps
+
+
+def make_bucket_list(resolution: tuple[int, int], min_reso: int, max_reso: int, steps: int) -> list[tuple[int, int]]:
+    """sd-scripts' `make_bucket_resolutions`: sorted, de-duplicated (w, h) buckets with area ≤ W×H."""
+    max_area = resolution[0] * resolution[1]
+    side = int(math.sqrt(max_area)) // steps * steps
+    buckets = {(side, side)}
+    w = min_reso
+    while w <= max_reso:
+        h = min(max_reso, (max_area // w) // steps * steps)
+        if h >= min_reso:
+            buckets.add((w, h))
+            buckets.add((h, w))
+        w += steps
+    return sorted(buckets)
+
+
+def _round_to_steps(x: float, steps: int) -> int:
+    x = int(x + 0.5)
+    return x - x % steps
+
+
+def assign_no_upscale(size: tuple[int, int], max_area: int, steps: int) -> Assignment:
+    """Downscale-only: the image keeps its aspect; the bucket is its size floored to `steps`."""
+    w, h = size
+    ar = w / h
+    if w * h > max_area:
+        rw = math.sqrt(max_area * ar)
+        rh = max_area / rw
+        bw_a = _round_to_steps(rw, steps)
+        bh_a = _round_to_steps(bw_a / ar, steps)
+        err_a = abs(bw_a / bh_a - ar) if bh_a else math.inf
+        bh_b = _round_to_steps(rh, steps)
+        bw_b = _round_to_steps(bh_b * ar, steps)
+        err_b = abs(bw_b / bh_b - ar) if bh_b else math.inf
+        if err_a < err_b:
+            resized = (bw_a, int(bw_a / ar + 0.5))
+        else:
+            resized = (int(bh_b * ar + 0.5), bh_b)
+    else:
+        resized = (w, h)
+    rw_, rh_ = resized
+    bucket = (max(steps, rw_ - rw_ % steps), max(steps, rh_ - rh_ % steps))
+    if bucket[0] > rw_ or bucket[1] > rh_:  # tiny image: never pad; scale up just enough to cover
+        scale = max(bucket[0] / rw_, bucket[1] / rh_)
+        resized = (math.ceil(rw_ * scale), math.ceil(rh_ * scale))
+    return Assignment(bucket, resized)
+
+
+def assign_to_list(size: tuple[int, int], buckets: list[tuple[int, int]]) -> Assignment:
+    """Nearest aspect ratio in the list; scale to cover the bucket, then centre-crop (may upscale)."""
+    w, h = size
+    if (w, h) in buckets:
+        return Assignment((w, h), (w, h))
+    ar = w / h
+    bucket = min(buckets, key=lambda b: abs(b[0] / b[1] - ar))  # first one on ties
+    bucket_ar = bucket[0] / bucket[1]
+    scale = bucket[1] / h if ar > bucket_ar else bucket[0] / w
+    resized = (int(w * scale + 0.5), int(h * scale + 0.5))
+    return Assignment(bucket, resized)
+
+
+@dataclass(frozen=True)
+class BucketSettings:
+    resolution: tuple[int, int]
+    enable_bucket: bool = True
+    min_reso: int = 256
+    max_reso: int = 2048
+    steps: int = 64
+    no_upscale: bool = True
+
+    def assign(self, size: tuple[int, int]) -> Assignment:
+        if not self.enable_bucket:
+            return assign_to_list(size, [self.resolution])
+        if self.no_upscale:
+            return assign_no_upscale(size, self.resolution[0] * self.resolution[1], self.steps)
+        lo, hi = snap_bucket_range(self.min_reso, self.max_reso, self.steps)
+        return assign_to_list(size, make_bucket_list(self.resolution, lo, hi, self.steps))
