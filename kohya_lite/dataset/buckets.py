@@ -67,11 +67,11 @@ def assign_no_upscale(size: tuple[int, int], max_area: int, steps: int) -> Assig
             resized = (int(bh_b * ar + 0.5), bh_b)
     else:
         resized = (w, h)
+    if min(resized) < steps:  # tiny image: never pad; scale up just enough to cover one step
+        scale = steps / min(w, h)
+        resized = (max(steps, math.ceil(w * scale)), max(steps, math.ceil(h * scale)))
     rw_, rh_ = resized
-    bucket = (max(steps, rw_ - rw_ % steps), max(steps, rh_ - rh_ % steps))
-    if bucket[0] > rw_ or bucket[1] > rh_:  # tiny image: never pad; scale up just enough to cover
-        scale = max(bucket[0] / rw_, bucket[1] / rh_)
-        resized = (math.ceil(rw_ * scale), math.ceil(rh_ * scale))
+    bucket = (rw_ - rw_ % steps, rh_ - rh_ % steps)
     return Assignment(bucket, resized)
 
 

@@ -57,11 +57,11 @@ def make_scheduler(sampler: str, *, v_prediction: bool = False):
 
     cls_name, extra = SAMPLERS[canonical_sampler(sampler)]
     kwargs = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                  prediction_type="v_prediction" if v_prediction else "epsilon", **extra)
+                  prediction_type="v_prediction" if v_prediction else "epsilon", steps_offset=1, **extra)
     if cls_name in ("DDIMScheduler", "DDPMScheduler"):
         kwargs["clip_sample"] = False
     if cls_name in ("DDIMScheduler", "PNDMScheduler"):
-        kwargs.update(steps_offset=1, set_alpha_to_one=False)
+        kwargs.update(set_alpha_to_one=False)
         if cls_name == "PNDMScheduler":
             kwargs.update(skip_prk_steps=True)
     return getattr(diffusers, cls_name)(**kwargs)

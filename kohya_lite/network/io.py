@@ -1,0 +1,482 @@
+"""Reading and writing kohya LoRA `.safetensors` files (lora-file-format §1, §10, §15).
+
+- `save_lora_file`: cast to the save precision, add `sshs_model_hash` / `sshs_legacy_hash` computed
+  exactly as sd-scripts does, write atomically (temp file in the same folder, fsync, os.replace).
+- `load_lora` / `read_lora_file`: accept kohya files (any producer) and diffusers/peft layouts, and
+  return canonical kohya tensors: `lora_te1_` on SD1 → `lora_te_`, a missing `text_model_` inserted,
+  SDXL diffusers UNet names → SGM, missing alpha → rank. LyCORIS files are refused clearly.
+- `lora_file_info`: what a file is (family, rank/alpha, module counts, trigger words).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from kohya_lite.errors import UserError
+from kohya_lite.network import naming
+
+PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32, "fp32": torch.float32}
+KOHYA_SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
+_ALT_SUFFIXES = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
+# Tensor-name segments of LyCORIS / DoRA / OFT adapters (LoHa, LoKr, Tucker, GLoRA, norm, full diff)
+_LYCORIS_PREFIXES = ("hada_", "lokr_", "lora_mid", "dora_scale", "lora_magnitude_vector", "oft_")
+_LYCORIS_SEGMENTS = ("diff", "diff_b", "w_norm", "b_norm")
+_GLORA_SEGMENTS = ("a1", "a2", "b1", "b2")
+
+
+# ---- hashes -----------------------------------------------------------------------------------------
+
+def lora_hashes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> dict[str, str]:
+    """`sshs_model_hash` and `sshs_legacy_hash` (§10): over `safetensors.torch.save(tensors, ss_only_metadata)`
+    of the tensors exactly as saved; model hash = sha256 after the header, legacy = 64 KiB at 1 MiB."""
+    from safetensors.torch import save
+
+    buf = save(dict(tensors), {k: v for k, v in metadata.items() if k.startswith("ss_")})
+    n = int.from_bytes(buf[:8], "little")
+    return {
+        "sshs_model_hash": hashlib.sha256(buf[8 + n:]).hexdigest(),
+        "sshs_legacy_hash": hashlib.sha256(buf[0x100000:0x100000 + 0x10000]).hexdigest()[:8],
+    }
+
+
+def file_model_hash(path: str | Path) -> str:
+    """sha256 of a safetensors file's data region (A1111 'addnet hash'; equals sshs_model_hash)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        f.seek(8 + n)
+        h = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---- writing -------------------------------------------------------------------------------------------
+
+def _meta_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def check_kohya_keys(tensors: Mapping[str, torch.Tensor]) -> None:
+    """Only LoRA triplets with kohya prefixes (§1: any other tensor makes diffusers refuse the file)."""
+    for key in tensors:
+        name, _, suffix = key.partition(".")
+        if suffix not in KOHYA_SUFFIXES or not name.startswith(tuple(p + "_" for p in naming.ALL_PREFIXES)):
+            raise ValueError(f"not a kohya LoRA tensor: {key!r}")
+    downs = {k.partition(".")[0] for k in tensors if k.endswith(".lora_down.weight")}
+    ups = {k.partition(".")[0] for k in tensors if k.endswith(".lora_up.weight")}
+    if downs != ups:
+        raise ValueError(f"modules without a down/up pair: {sorted(downs ^ ups)[:3]}")
+
+
+def save_lora_file(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None,
+                   precision: str = "fp16") -> dict[str, str]:
+    """Write a kohya LoRA file atomically; returns the metadata as written (with the two hashes)."""
+    from safetensors.torch import save
+
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown save precision '{precision}'", field="save_precision",
+                        fix="use fp16 (smallest, the default), bf16 or float")
+    check_kohya_keys(tensors)
+    dtype = PRECISIONS[precision]
+    cast = {k: v.detach().to("cpu", dtype).contiguous() for k, v in sorted(tensors.items())}
+    meta = {k: _meta_str(v) for k, v in (metadata or {}).items() if not k.startswith("sshs_")}
+    meta.update(lora_hashes(cast, meta))
+    data = save(cast, meta)
+    write_bytes_atomic(path, data)
+    return meta
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write via a temp file in the same folder, fsync, then os.replace: readers never see a partial file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename durable (not possible on every platform)
+        dir_fd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+# ---- reading -------------------------------------------------------------------------------------------
+
+@dataclass
+class LoraFile:
+    tensors: dict[str, torch.Tensor]  # canonical kohya layout
+    metadata: dict[str, str]
+    family: str  # 'sd1' | 'sd2' | 'sdxl'
+    family_source: str  # 'argument' | 'metadata' | 'keys'
+    layout: str  # 'kohya' | 'peft'
+    notes: list[str] = field(default_factory=list)  # normalisations applied
+
+    def module_names(self) -> list[str]:
+        return sorted(k[: -len(".lora_down.weight")] for k in self.tensors if k.endswith(".lora_down.weight"))
+
+
+def _read_raw(path: Path, field_name: str | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise UserError(f"LoRA file '{path}' does not exist", field=field_name, file=str(path),
+                        fix="check the path")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        except Exception as exc:
+            raise UserError(f"'{path.name}' is not a readable safetensors file ({exc})", field=field_name,
+                            file=str(path), fix="the file may be incomplete: copy or download it again") from None
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"'{path.name}' cannot be read as plain weights ({type(exc).__name__})", field=field_name,
+                        file=str(path), fix="use the .safetensors version of this LoRA") from None
+    if not isinstance(sd, dict):
+        raise UserError(f"'{path.name}' does not hold a LoRA state dict", field=field_name, file=str(path))
+    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}, {}
+
+
+def family_from_metadata(metadata: Mapping[str, str]) -> str | None:
+    version = metadata.get("ss_base_model_version", "")
+    arch = metadata.get("modelspec.architecture", "")
+    if version.startswith("sdxl") or arch.startswith("stable-diffusion-xl"):
+        return "sdxl"
+    if version.startswith("sd_v2") or arch.startswith("stable-diffusion-v2") or metadata.get("ss_v2") == "True":
+        return "sd2"
+    if version.startswith("sd_v1") or arch.startswith("stable-diffusion-v1"):
+        return "sd1"
+    return None
+
+
+def guess_family_from_keys(tensors: Mapping[str, torch.Tensor]) -> str:
+    """§15 hints: te1/te2 or SGM UNet names → SDXL; attn2 key width 2048/1024 → SDXL/SD2; TE layer ≥ 12 or
+    TE width 1024 → SD2; otherwise SD1."""
+    names = {k.partition(".")[0] for k in tensors}
+    if any(n.startswith((naming.TE2_PREFIX + "_", "lora_unet_input_blocks", "lora_unet_middle_block",
+                         "lora_unet_output_blocks")) for n in names):
+        return "sdxl"
+    for key, value in tensors.items():
+        if key.endswith("attn2_to_k.lora_down.weight"):
+            if value.shape[1] == 2048:
+                return "sdxl"
+            if value.shape[1] == 1024:
+                return "sd2"
+    for key, value in tensors.items():
+        m = re.match(r"lora_te1?_(?:text_model_)?encoder_layers_(\d+)_self_attn_q_proj\.lora_down\.weight", key)
+        if m and (int(m[1]) >= 12 or value.shape[1] == 1024):
+            return "sd2"
+    return "sd1"
+
+
+def lycoris_markers(keys, *, kohya: bool) -> list[str]:
+    """The LyCORIS/DoRA-type tensor names among `keys` (§15), e.g. ['hada_w1_a', 'dora_scale']."""
+    found = []
+    for key in keys:
+        segments = (key.partition(".")[2] if kohya else key).split(".")
+        for seg in segments:
+            if seg.startswith(_LYCORIS_PREFIXES) or seg in _LYCORIS_SEGMENTS:
+                found.append(seg)
+        if kohya and segments[0] in _GLORA_SEGMENTS:
+            found.append(segments[0])
+    return sorted(set(found))
+
+
+def _refuse_lycoris(keys, path: Path, field_name: str | None, *, kohya: bool) -> None:
+    odd = lycoris_markers(keys, kohya=kohya)
+    if odd:
+        raise UserError(
+            f"'{path.name}' is a LyCORIS/DoRA-type adapter ({', '.join(odd[:3])} tensors), "
+            "which is not supported by this tool",
+            field=field_name, file=str(path),
+            fix="kohya-lite reads and writes plain LoRA / LoCon (LoRA-C3Lier) files; use a LyCORIS-aware tool for this one")
+
+
+_PEFT_PATTERNS = (
+    (re.compile(r"(.*)\.lora_A(?:\.[\w-]+)?\.weight"), "lora_down.weight"),
+    (re.compile(r"(.*)\.lora_B(?:\.[\w-]+)?\.weight"), "lora_up.weight"),
+    (re.compile(r"(.*)\.(?:lora|lora_linear_layer)\.down\.weight"), "lora_down.weight"),
+    (re.compile(r"(.*)\.(?:lora|lora_linear_layer)\.up\.weight"), "lora_up.weight"),
+    (re.compile(r"(.*)\.alpha"), "alpha"),
+)
+_PROCESSOR = re.compile(r"(.*)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight")
+
+
+def _peft_module(key: str) -> tuple[str, str, str] | None:
+    """(component, module path, kohya suffix) of a diffusers/peft key, or None."""
+    component = None
+    for prefix in ("unet.", "text_encoder_2.", "text_encoder.", "base_model.model."):
+        if key.startswith(prefix):
+            if prefix != "base_model.model.":
+                component = prefix[:-1]
+            key = key[len(prefix):]
+    key = key.removeprefix("base_model.model.")
+    m = _PROCESSOR.fullmatch(key)
+    if m:
+        path = f"{m[1]}.{m[2]}" + (".0" if m[2] == "to_out" else "")
+        suffix = "lora_down.weight" if m[3] == "down" else "lora_up.weight"
+    else:
+        for pattern, suffix in _PEFT_PATTERNS:
+            m = pattern.fullmatch(key)
+            if m:
+                path = m[1]
+                break
+        else:
+            return None
+    if component is None:
+        component = "text_encoder" if path.startswith(("text_model.", "encoder.layers.")) else "unet"
+    return component, path, suffix
+
+
+def _adapter_alpha(metadata: Mapping[str, str], component: str, path: str) -> float | None:
+    """Alpha from diffusers' `lora_adapter_metadata` (LoraConfig per component), when present."""
+    try:
+        meta = json.loads(metadata.get("lora_adapter_metadata", "") or "{}")
+    except json.JSONDecodeError:
+        return None
+    pattern = meta.get(f"{component}.alpha_pattern") or {}
+    for key, value in pattern.items():
+        if path == key or path.endswith("." + key):
+            return float(value)
+    value = meta.get(f"{component}.lora_alpha")
+    return float(value) if value is not None else None
+
+
+def _kohya_name_of(component: str, path: str, family: str) -> str:
+    target = naming.LoraTarget(component, path.removeprefix("text_model."), "")
+    return naming.kohya_name_for(target, family)
+
+
+def _parse_kohya(raw: dict, p: Path, field_name: str | None) -> dict[str, dict[str, torch.Tensor]]:
+    """{module name: {suffix: tensor}} of a kohya-layout file (A1111's lora_A/lora_B suffixes accepted)."""
+    _refuse_lycoris(raw, p, field_name, kohya=True)
+    grouped: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in raw.items():
+        name, _, suffix = key.partition(".")
+        suffix = _ALT_SUFFIXES.get(suffix, suffix)
+        if suffix not in KOHYA_SUFFIXES:
+            raise UserError(f"'{p.name}' has a tensor kohya-lite does not understand: {key}", field=field_name,
+                            file=str(p), fix="only plain LoRA / LoCon files are supported")
+        grouped.setdefault(name, {})[suffix] = value
+    return grouped
+
+
+def _parse_peft(raw: dict, p: Path, field_name: str | None) -> list[tuple[str, str, str, torch.Tensor]]:
+    """[(component, module path, kohya suffix, tensor)] of a diffusers/peft-layout file."""
+    _refuse_lycoris(raw, p, field_name, kohya=False)
+    out = []
+    for key, value in raw.items():
+        part = _peft_module(key)
+        if part is None:
+            raise UserError(f"'{p.name}' is not a LoRA file kohya-lite can read (unknown tensor {key})",
+                            field=field_name, file=str(p), fix="choose a kohya or diffusers LoRA .safetensors")
+        out.append((*part, value))
+    return out
+
+
+def _peft_family_hint(entries: list[tuple[str, str, str, torch.Tensor]]) -> str:
+    if any(component == naming.TEXT_ENCODER_2 for component, *_ in entries):
+        return "sdxl"
+    as_kohya = {}
+    for component, path, suffix, value in entries:
+        prefix = naming.UNET_PREFIX if component == naming.UNET else naming.TE_PREFIX
+        as_kohya[f"{naming.to_kohya(prefix, path)}.{suffix}"] = value
+    return guess_family_from_keys(as_kohya)
+
+
+def load_lora(path: str | Path, *, family: str | None = None, field_name: str | None = None) -> LoraFile:
+    """Read a LoRA file (kohya or diffusers/peft layout) into canonical kohya tensors; see module doc.
+    `family` ('sd1'|'sd2'|'sdxl') is the model it will be used with; without it, the file's metadata or its
+    keys decide (§15)."""
+    p = Path(path)
+    raw, metadata = _read_raw(p, field_name)
+    if not raw:
+        raise UserError(f"'{p.name}' holds no tensors", field=field_name, file=str(p))
+    kohya_prefixes = tuple(x + "_" for x in naming.ALL_PREFIXES)
+    is_kohya = all(k.startswith(kohya_prefixes) for k in raw)
+    if not is_kohya and any(k.startswith(kohya_prefixes) for k in raw):
+        extra = sorted(k for k in raw if not k.startswith(kohya_prefixes))
+        raise UserError(f"'{p.name}' mixes LoRA tensors with other data ({extra[0]}, …)", field=field_name,
+                        file=str(p), fix="bundled embeddings are not supported; save them as separate files")
+    grouped = _parse_kohya(raw, p, field_name) if is_kohya else {}
+    entries = [] if is_kohya else _parse_peft(raw, p, field_name)
+
+    source = "argument"
+    if not family:
+        family, source = family_from_metadata(metadata), "metadata"
+    if not family:
+        source = "keys"
+        family = guess_family_from_keys(raw) if is_kohya else _peft_family_hint(entries)
+
+    notes: list[str] = []
+    out_groups: dict[str, dict[str, torch.Tensor]] = {}
+    origin: dict[str, tuple[str, str]] = {}  # peft layout: kohya name → (component, module path)
+    for name, group in grouped.items():
+        new = _canonical_kohya_name(name, family)
+        if new != name:
+            notes.append(f"{name} → {new}")
+        out_groups.setdefault(new, {}).update(group)
+    for component, module_path, suffix, value in entries:
+        name = _kohya_name_of(component, module_path, family)
+        out_groups.setdefault(name, {})[suffix] = value
+        origin[name] = (component, module_path)
+    if entries:
+        notes.append(f"converted from the diffusers/peft layout ({len(out_groups)} modules)")
+
+    tensors: dict[str, torch.Tensor] = {}
+    for name, group in sorted(out_groups.items()):
+        down, up = group.get("lora_down.weight"), group.get("lora_up.weight")
+        if down is None or up is None:
+            raise UserError(f"'{p.name}' is damaged: module {name} lacks its "
+                            f"{'lora_up' if down is not None else 'lora_down'} tensor", field=field_name, file=str(p))
+        alpha = group.get("alpha")
+        if alpha is None and name in origin:
+            a = _adapter_alpha(metadata, *origin[name])
+            alpha = torch.tensor(a) if a is not None else None
+        if alpha is None:
+            alpha = torch.tensor(float(down.shape[0]))
+        tensors[f"{name}.lora_down.weight"] = down
+        tensors[f"{name}.lora_up.weight"] = up
+        tensors[f"{name}.alpha"] = alpha.reshape(()).to(down.dtype)
+    return LoraFile(tensors, metadata, family, source, "kohya" if is_kohya else "peft", notes)
+
+
+def _canonical_kohya_name(name: str, family: str) -> str:
+    prefix, rest = naming.split_prefix(name)
+    if prefix != naming.UNET_PREFIX:
+        return naming.normalise_te_name(name, sd1_like=family != "sdxl")
+    path = naming.underscore_to_path(rest)
+    sgm = naming.is_sgm_path(path)
+    if family == "sdxl" and not sgm:
+        return naming.to_kohya(naming.UNET_PREFIX, naming.diffusers_to_sgm(path))
+    if family != "sdxl" and sgm:
+        return naming.to_kohya(naming.UNET_PREFIX, naming.sgm_to_diffusers(path))
+    return name
+
+
+def read_lora_file(path: str | Path, *, family: str | None = None,
+                   field_name: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors in canonical kohya layout, metadata) of a kohya or diffusers/peft LoRA file."""
+    lf = load_lora(path, family=family, field_name=field_name)
+    return lf.tensors, lf.metadata
+
+
+# ---- info ----------------------------------------------------------------------------------------------
+
+@dataclass
+class LoraInfo:
+    path: str
+    family: str
+    family_source: str
+    base_model_version: str
+    layout: str
+    num_tensors: int
+    dtype: str
+    size_bytes: int
+    modules: dict[str, int]  # per component: unet / text_encoder / text_encoder_2
+    conv_modules: int  # k×k (LoCon) modules
+    rank: int  # most common
+    alpha: float  # most common
+    ranks: dict[int, int]
+    alphas: dict[float, int]
+    output_name: str
+    title: str
+    trigger_words: list[str]
+    sshs_model_hash: str
+    metadata: dict[str, str]
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank if self.rank else 0.0
+
+
+def _folder_class_token(folder: str) -> str:
+    m = re.match(r"^\d+_(.+)$", folder)
+    return (m[1] if m else folder).strip()
+
+
+def trigger_words(metadata: Mapping[str, str], limit: int = 10) -> list[str]:
+    """Likely activation text: `modelspec.trigger_phrase`, the dataset folders' class tokens, then the most
+    frequent caption tags (from `ss_tag_frequency`)."""
+    words: list[str] = []
+
+    def add(w: str) -> None:
+        w = w.strip()
+        if w and w not in words:
+            words.append(w)
+
+    for phrase in metadata.get("modelspec.trigger_phrase", "").split(","):
+        add(phrase)
+    freq: dict = {}
+    try:
+        freq = json.loads(metadata.get("ss_tag_frequency", "") or "{}") or {}
+    except json.JSONDecodeError:
+        pass
+    dirs: dict = {}
+    try:
+        dirs = json.loads(metadata.get("ss_dataset_dirs", "") or "{}") or {}
+    except json.JSONDecodeError:
+        pass
+    for folder in list(dirs) + list(freq):
+        add(_folder_class_token(folder))
+    totals: Counter = Counter()
+    if isinstance(freq, dict):
+        for tags in freq.values():
+            if isinstance(tags, dict):
+                totals.update({str(t): int(c) for t, c in tags.items() if isinstance(c, (int, float))})
+    for tag, _ in totals.most_common():
+        if len(words) >= limit:
+            break
+        add(tag)
+    return words[:limit]
+
+
+def lora_file_info(path: str | Path) -> LoraInfo:
+    """Summary of a LoRA file for the LoRA tools and the UI."""
+    from kohya_lite.models import families
+
+    lf = load_lora(path)
+    names = lf.module_names()
+    modules = Counter(naming.te_component(naming.split_prefix(n)[0]) if not n.startswith("lora_unet_") else naming.UNET
+                      for n in names)
+    ranks = Counter(int(lf.tensors[f"{n}.lora_down.weight"].shape[0]) for n in names)
+    alphas = Counter(float(lf.tensors[f"{n}.alpha"]) for n in names)
+    conv = sum(1 for n in names if lf.tensors[f"{n}.lora_down.weight"].dim() == 4
+               and tuple(lf.tensors[f"{n}.lora_down.weight"].shape[2:]) != (1, 1))
+    dtypes = Counter(str(v.dtype).replace("torch.", "") for k, v in lf.tensors.items() if k.endswith(".weight"))
+    meta = lf.metadata
+    v_pred = meta.get("modelspec.prediction_type") == "v" or meta.get("ss_base_model_version") == "sd_v2_v"
+    return LoraInfo(
+        path=str(path), family=lf.family, family_source=lf.family_source,
+        base_model_version=meta.get("ss_base_model_version") or families.base_model_version(lf.family, v_pred),
+        layout=lf.layout, num_tensors=len(lf.tensors), dtype=dtypes.most_common(1)[0][0] if dtypes else "",
+        size_bytes=Path(path).stat().st_size, modules=dict(modules), conv_modules=conv,
+        rank=ranks.most_common(1)[0][0] if ranks else 0, alpha=alphas.most_common(1)[0][0] if alphas else 0.0,
+        ranks=dict(ranks), alphas=dict(alphas), output_name=meta.get("ss_output_name", Path(path).stem),
+        title=meta.get("modelspec.title", ""), trigger_words=trigger_words(meta),
+        sshs_model_hash=meta.get("sshs_model_hash", ""), metadata=dict(meta))

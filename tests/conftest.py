@@ -1,0 +1,68 @@
+"""Shared test setup: offline environment and tiny models built once per session.
+
+Fixtures (session scope, built with `kohya_lite.models.tiny.build_tiny_model`):
+- `tiny_sd1_dir`, `tiny_sd2_dir`, `tiny_sdxl_dir`: diffusers folders (sd2 is v-prediction, linear projections);
+- `tiny_sd1_single_file`, `tiny_sd2_single_file`, `tiny_sdxl_single_file`: the same weights as one LDM/SGM
+  `.safetensors`, stored inside the matching folder (so `load_model` uses that folder's configs).
+Treat them as read-only; copy them to tmp_path before changing anything.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+# Never reach a model hub from tests: fail fast instead of hanging.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Tiny models are dominated by per-op overhead: one intra-op thread is as fast on an idle machine and many
+# times faster on a busy one (thread oversubscription). Only this process; subprocesses keep their own.
+torch.set_num_threads(1)
+
+SINGLE_FILE_NAME = "tiny-{family}.safetensors"
+
+
+def _build(tmp_path_factory, family: str) -> Path:
+    from kohya_lite.models.tiny import build_tiny_model
+
+    out = tmp_path_factory.mktemp(f"tiny-{family}")
+    return build_tiny_model(family, out, single_file=SINGLE_FILE_NAME.format(family=family), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1_dir(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, "sd1")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd2_dir(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, "sd2")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, "sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1_single_file(tiny_sd1_dir) -> Path:
+    return tiny_sd1_dir / SINGLE_FILE_NAME.format(family="sd1")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd2_single_file(tiny_sd2_dir) -> Path:
+    return tiny_sd2_dir / SINGLE_FILE_NAME.format(family="sd2")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_single_file(tiny_sdxl_dir) -> Path:
+    return tiny_sdxl_dir / SINGLE_FILE_NAME.format(family="sdxl")
