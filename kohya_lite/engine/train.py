@@ -303,6 +303,7 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
 
     bar = tqdm(total=total_steps, initial=global_step, disable=not (progress_bar and main), desc="steps",
                dynamic_ncols=True)
+    board = _tensorboard(cfg, name) if main else None
     loss_window: list[float] = []
     step_times: list[float] = []
     last_time = time.time()
@@ -392,6 +393,11 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
                 avg = sum(loss_window) / len(loss_window)
                 bar.update(1)
                 bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{value:.4f}", avr_loss=f"{avg:.4f}", lr=f"{lrs[0]:.2e}")
+                if board:
+                    board.add_scalar("loss/current", value, global_step)
+                    board.add_scalar("loss/average", avg, global_step)
+                    for part, lr_value in zip(("unet" if train_unet else "textencoder", "textencoder"), lrs):
+                        board.add_scalar(f"lr/{part}", lr_value, global_step)
                 events.emit("step", step=global_step, total_steps=total_steps, epoch=epoch, epochs=epochs, loss=value,
                             avg_loss=avg, lr=lrs[0], lrs=lrs, sec_per_step=sec, eta_sec=sec * (total_steps - global_step))
                 if sampler and cfg.sample_every_n_epochs <= 0 and cfg.sample_every_n_steps > 0 \
@@ -404,6 +410,8 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
 
             avg_epoch = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
             events.emit("epoch", epoch=epoch, epochs=epochs, avg_loss=avg_epoch, step=global_step)
+            if board and epoch_losses:
+                board.add_scalar("loss/epoch_average", avg_epoch, epoch)
             if main and cfg.save_every_n_epochs and epoch % cfg.save_every_n_epochs == 0 and epoch < epochs:
                 last_good = save(ckpt.epoch_file(name, epoch), epoch, with_state=cfg.save_state)
                 ckpt.prune(out_dir, name, keep_epochs=cfg.save_last_n_epochs, keep_epoch_states=cfg.save_last_n_epochs_state)
@@ -430,8 +438,20 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
                 "for SDXL keep 'No half VAE' on); check the images are not corrupt") from None
     finally:
         bar.close()
+        if board:
+            board.close()
         if sampler:
             sampler.close()
+
+
+def _tensorboard(cfg: TrainingConfig, name: str):
+    """A TensorBoard writer under `<logging_dir>/<name>YYYYmmddHHMMSS/network_train` (sd-scripts' layout), or None."""
+    if not cfg.logging_dir.strip():
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = Path(cfg.logging_dir).expanduser() / f"{name}{time.strftime('%Y%m%d%H%M%S')}" / "network_train"
+    return SummaryWriter(str(folder))
 
 
 class Denoiser(torch.nn.Module):

@@ -1,0 +1,262 @@
+"""The page's plain-Python helpers: event fold (RunView/RunMonitor), model-type detection, the live step
+summary, the server path picker listing, recent files, and the demo project."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import save_file
+
+from kohya_lite.errors import UserError
+from kohya_lite.ui.run_view import RunMonitor, RunView, fmt_duration
+
+EVENTS = [
+    {"type": "start", "time": 1, "total_steps": 30, "epochs": 3, "steps_per_epoch": 10, "images": 6, "buckets": 1,
+     "device": "cpu", "precision": "no"},
+    *[{"type": "step", "time": 2 + i, "step": i, "total_steps": 30, "epoch": 1 + (i - 1) // 10, "loss": 0.5 / i,
+       "avg_loss": 0.4, "lr": 1e-3, "sec_per_step": 0.25, "eta_sec": (30 - i) * 0.25} for i in range(1, 16)],
+    {"type": "epoch", "time": 20, "epoch": 1, "avg_loss": 0.3},
+    {"type": "checkpoint", "time": 21, "path": "/out/zkz-000001.safetensors", "epoch": 1, "step": 10},
+    {"type": "sample", "time": 22, "path": "/out/sample/zkz_e000001_00.png", "prompt": "zkz object", "step": 10},
+    {"type": "warning", "time": 23, "message": "cache_latents off"},
+    {"type": "log", "time": 24, "message": "hello"},
+]
+
+
+def test_run_view_folds_events():
+    v = RunView(run_id="r1", state="running")
+    for ev in EVENTS:
+        v.apply(ev)
+    assert (v.step, v.total_steps, v.epochs, v.epoch) == (15, 30, 3, 2)
+    assert v.percent == 50
+    line = v.stats_line()
+    assert "step 15/30" in line and "epoch 2/3" in line and "4.00 it/s" in line and "ETA 0:04" in line
+    assert "loss 0.0333" in line
+    assert v.checkpoints == ["/out/zkz-000001.safetensors"] and v.samples[0][0].endswith(".png")
+    assert "warning: cache_latents off" in v.log_text() and "hello" in v.log_text()
+    rows = v.plot_rows()
+    assert len([r for r in rows if r[2] == "loss"]) == 15 and len(rows) == 30
+    v2 = RunView()
+    v2.apply({"type": "step", "step": 1, "loss": 0.7})
+    assert v2.plot_rows() == [(1, 0.7, "loss"), (1, 0.7, "average")], "both series from the first point"
+
+    v.apply({"type": "stopped", "time": 30, "path": "/out/zkz-step00000015.safetensors", "step": 15})
+    assert v.checkpoints[-1].endswith("step00000015.safetensors") and "stopped at step 15" in v.log_text()
+    v.apply({"type": "done", "time": 31, "path": "/out/zkz.safetensors"})
+    v.state = "done"
+    assert v.percent == 100 and v.checkpoints[-1] == "/out/zkz.safetensors"
+
+
+def test_error_event_is_plain_words():
+    v = RunView(run_id="r", state="error")
+    v.apply({"type": "error", "time": 1, "message": "CUDA out of memory", "field": "train_batch_size",
+             "hint": "lower the batch size"})
+    text = v.error_text()
+    assert "Training failed" in text and "CUDA out of memory" in text and "lower the batch size" in text
+    assert "Traceback" not in text
+
+
+def test_fmt_duration():
+    assert fmt_duration(65) == "1:05" and fmt_duration(3725) == "1:02:05" and fmt_duration(None) == "–"
+
+
+class FakeStatus:
+    def __init__(self, run_id, state, output_dir=None):
+        self.run_id, self.state, self.output_dir = run_id, state, output_dir
+        self.returncode, self.log_path = 1, "/runs/x/log.txt"
+
+
+class RecordingWorker:
+    """Records what the monitor asks; serves a fixed event list (the real Worker is tested by its owner)."""
+
+    def __init__(self):
+        self.status_obj = FakeStatus(None, "idle")
+        self.events_list: list[dict] = []
+        self.since_asked: list[int] = []
+
+    def status(self):
+        return self.status_obj
+
+    def events(self, since=0):
+        self.since_asked.append(since)
+        return self.events_list[since:]
+
+
+def test_monitor_reads_only_new_events_and_resets_per_run():
+    w = RecordingWorker()
+    m = RunMonitor(w)
+    assert m.refresh().run_id is None and m.view.stats_line() == "No training run yet."
+    w.status_obj = FakeStatus("r1", "running", "/out")
+    w.events_list = EVENTS[:5]
+    assert m.refresh().step == 4
+    w.events_list = EVENTS[:8]
+    assert m.refresh().step == 7
+    assert w.since_asked == [0, 5]
+    assert m.output_dir == "/out"
+    w.status_obj = FakeStatus("r2", "error")
+    w.events_list = []
+    v = m.refresh()
+    assert v.run_id == "r2" and v.step == 0 and w.since_asked[-1] == 0
+    assert "exit code 1" in v.error_text() and "/runs/x/log.txt" in v.error_text()
+
+
+# ---- model detection --------------------------------------------------------------------------
+def _checkpoint(path: Path, keys: list[str]) -> Path:
+    save_file({k: np.zeros((1,), np.float32) for k in keys}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("keys, v2, sdxl, name", [
+    (["conditioner.embedders.0.transformer.x", "model.diffusion_model.input_blocks.0.0.weight"], False, True, "SDXL"),
+    (["cond_stage_model.model.transformer.x", "model.diffusion_model.y"], True, False, "SD 2.x"),
+    (["cond_stage_model.transformer.x", "model.diffusion_model.y"], False, False, "SD 1.x"),
+])
+def test_detect_family_from_checkpoint_keys(tmp_path, keys, v2, sdxl, name):
+    from kohya_lite.ui.source_model import detect_model
+
+    det = detect_model(str(_checkpoint(tmp_path / "m.safetensors", keys)))
+    assert det.flags == {"v2": v2, "sdxl": sdxl} and det.model_list == "custom" and name in det.note
+
+
+def test_detect_quick_picks_folders_and_refusals(tmp_path):
+    from kohya_lite.ui.source_model import detect_model
+
+    det = detect_model("stabilityai/stable-diffusion-2-1")
+    assert det.flags == {"v2": True, "v_parameterization": True, "sdxl": False}
+    assert det.model_list == "stabilityai/stable-diffusion-2-1"
+    assert detect_model("") is None and detect_model(str(tmp_path / "nope.safetensors")) is None
+
+    folder = tmp_path / "xl"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "text_encoder_2").mkdir()
+    (folder / "unet" / "config.json").write_text(json.dumps({"addition_embed_type": "text_time"}))
+    assert detect_model(str(folder)).flags == {"v2": False, "sdxl": True}
+
+    lora = _checkpoint(tmp_path / "l.safetensors", ["lora_unet_down_blocks_0.lora_up.weight"])
+    with pytest.raises(UserError):
+        detect_model(str(lora))
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not safetensors")
+    assert "Cannot read" in detect_model(str(junk)).note
+
+
+# ---- live step summary ------------------------------------------------------------------------
+def _dataset(root: Path, folders: dict[str, int]) -> Path:
+    for name, n in folders.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (16, 16)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_step_summary_line(tmp_path):
+    from kohya_lite.ui.lora_tab import step_summary
+
+    img = _dataset(tmp_path / "img", {"6_zkz woman": 34})
+    assert step_summary(str(img), "", ".txt", 1, 10, 0, 0, 1) == \
+        "**34 images × 6 repeats × 10 epochs ÷ batch 1 = 2,040 steps**"
+    reg = _dataset(tmp_path / "reg", {"1_woman": 5})
+    assert "× 2 (reg)" in step_summary(str(img), str(reg), ".txt", 1, 10, 0, 0, 1)
+    assert "4,080 steps" in step_summary(str(img), str(reg), ".txt", 1, 10, 0, 0, 1)
+    over = step_summary(str(img), "", ".txt", 1, 10, 0, 500, 1)
+    assert "500 steps (max_train_steps)" in over and "overrides Epoch" in over
+    assert "overrides Epoch" in step_summary(str(img), "", ".txt", 1, 10, 3, 0, 1)
+    assert "does not exist" in step_summary(str(tmp_path / "nope"), "", ".txt", 1, 1, 0, 0, 1)
+    assert "Set the image folder" in step_summary("", "", ".txt", 1, 1, 0, 0, 1)
+    assert "batch 1" in step_summary(str(img), "", ".txt", None, "", 0, 0, 1), "emptied boxes fall back"
+
+
+# ---- files: picker, recent, presets -----------------------------------------------------------
+def test_browse_choices_and_recent(tmp_path, monkeypatch):
+    from kohya_lite.ui import files
+
+    monkeypatch.setenv("KOHYA_LITE_HOME", str(tmp_path / "home"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.safetensors").write_bytes(b"x")
+    (tmp_path / "b.txt").write_text("x")
+    (tmp_path / ".hidden").mkdir()
+    labels = [lbl for lbl, _ in files.browse_choices(tmp_path, "model")]
+    assert any("sub/" in lbl for lbl in labels) and any("a.safetensors" in lbl for lbl in labels)
+    assert not any("b.txt" in lbl for lbl in labels) and not any(".hidden" in lbl for lbl in labels)
+    assert not any("a.safetensors" in lbl for lbl in (l for l, _ in files.browse_choices(tmp_path, "dir")))
+    assert files.browse_start(str(tmp_path / "sub" / "missing" / "x.json")) == (tmp_path / "sub").resolve()
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text("{}")
+    files.add_recent(cfg)
+    files.add_recent(cfg)
+    assert files.recent_configs() == [cfg.resolve()]
+    choices = files.open_choices()
+    assert ("preset: CPU demo (tiny model)", str(files.preset_path("CPU demo (tiny model)"))) in choices
+    assert choices[-1] == (f"recent: {cfg.resolve()}", str(cfg.resolve()))
+
+
+def test_demo_project_is_idempotent(tmp_path):
+    from kohya_lite.check import run_check
+    from kohya_lite.demo import ensure_demo
+
+    cfg, path = ensure_demo(tmp_path / "demo")
+    root = (tmp_path / "demo").resolve()
+    imgs = sorted((root / "img" / "5_zkz object").glob("*.png"))
+    assert len(imgs) == 6 and all(p.with_suffix(".txt").read_text().startswith("zkz object") for p in imgs)
+    assert cfg.pretrained_model_name_or_path == str(root / "tiny-sd1")
+    assert (cfg.output_dir, cfg.logging_dir) == (str(root / "model"), str(root / "log"))
+    assert cfg.optimizer == "AdamW" and cfg.max_resolution == "64,64", "the CPU demo preset is applied"
+    assert path.is_file()
+    result = run_check(cfg)
+    assert result.ok, [p.format() for p in result.errors]
+    assert result.plan.total_steps == 6 * 5 * 3 // 2
+
+    stamp = (imgs[0].stat().st_mtime_ns, (root / "tiny-sd1").stat().st_mtime_ns)
+    cfg2, _ = ensure_demo(tmp_path / "demo")
+    assert cfg2.to_dict() == cfg.to_dict()
+    assert stamp == (imgs[0].stat().st_mtime_ns, (root / "tiny-sd1").stat().st_mtime_ns), "nothing rebuilt"
+
+
+def test_gui_command_flags():
+    from kohya_lite.cli import build_parser
+    from kohya_lite.commands.gui import _auth
+
+    args = build_parser().parse_args(["gui"])
+    assert (args.listen, args.port, args.auth, args.share, args.demo, args.inbrowser) == (
+        "127.0.0.1", 7860, None, False, False, False)
+    args = build_parser().parse_args(["gui", "--listen", "0.0.0.0", "--port", "7861", "--auth", "ann:pw:x",
+                                      "--share", "--demo", "--inbrowser"])
+    assert (args.listen, args.port, args.share, args.demo, args.inbrowser) == ("0.0.0.0", 7861, True, True, True)
+    assert _auth(args.auth) == ("ann", "pw:x")
+    for bad in ("nopass", ":pw", "user:"):
+        with pytest.raises(UserError):
+            _auth(bad)
+
+
+def test_safe_turns_errors_into_sentences(caplog):
+    import gradio as gr
+
+    from kohya_lite.ui.safe import safe
+
+    box = object()
+
+    @safe(message=box)
+    def user_problem():
+        raise UserError("image folder 'x' does not exist", field="train_data_dir", fix="check the path")
+
+    @safe(message=box)
+    def bug():
+        raise KeyError("oops")
+
+    text = user_problem()[box]
+    assert "**Image folder (containing training images subfolders)**" in text and "*Fix:* check the path" in text
+    with caplog.at_level("ERROR", logger="kohya_lite.ui"):
+        text = bug()[box]
+    assert "Something went wrong: KeyError" in text and "log" in text and "Traceback" not in text
+    assert "Traceback" in caplog.text, "the traceback goes to the log"
+
+    @safe()
+    def no_box():
+        raise ValueError("bad")
+
+    with pytest.raises(gr.Error) as err:
+        no_box()
+    assert "ValueError: bad" in err.value.message and "Traceback" not in err.value.message
