@@ -64,7 +64,29 @@ def run_check(cfg: TrainingConfig, *, verify_images: bool = True) -> CheckResult
     _check_precision(cfg, r)
     _check_output(cfg, r)
     _check_dataset(cfg, r, verify_images=verify_images)
+    _check_samples(cfg, r)
     return r
+
+
+def _check_samples(cfg: TrainingConfig, r: CheckResult) -> None:
+    from kohya_lite.engine.prompts import parse_prompts
+
+    if cfg.sample_every_n_steps <= 0 and cfg.sample_every_n_epochs <= 0:
+        return
+    text = cfg.sample_prompts.strip()
+    if not text:
+        r.warn("sampling is on but there are no sample prompts", field="sample_prompts",
+               fix="write one prompt per line, e.g. 'zkz dog --w 512 --h 512 --d 1 --s 20'")
+        return
+    path = Path(text).expanduser() if "\n" not in text else None
+    if path and path.suffix.lower() in (".txt", ".toml", ".json") and not path.is_file():
+        r.error(f"sample prompt file '{text}' does not exist", field="sample_prompts", file=text,
+                fix="write the prompts in the box instead, or fix the path")
+        return
+    try:
+        parse_prompts(path.read_text(encoding="utf-8") if path and path.is_file() else cfg.sample_prompts)
+    except UserError as exc:
+        r.problems.append(exc.problem)
 
 
 # ---- model --------------------------------------------------------------------------------------

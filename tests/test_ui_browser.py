@@ -73,10 +73,23 @@ def test_first_paint_and_tab_screenshots(browser, server):
     assert paint < FIRST_PAINT_LIMIT_S, f"first paint took {paint:.2f}s"
     assert pg.title() == "kohya-lite"
     # every section of the training page, in kohya_ss order
-    order = ["sec-config", "sec-model", "sec-folders", "sec-metadata", "sec-accelerate", "sec-basic", "sec-sdxl",
+    order = ["sec-config", "sec-model", "sec-folders", "sec-metadata", "sec-accelerate", "sec-basic",
              "sec-advanced", "sec-samples", "btn-train", "run-progress"]
     tops = [pg.locator(f"#{e}").bounding_box()["y"] for e in order]
     assert tops == sorted(tops)
+    # kohya_ss's show/hide rules: SDXL options appear with the SDXL box, conv rank with a LoCon type
+    assert not pg.locator("#sec-sdxl").is_visible()
+    pg.locator("#f-sdxl input").check()
+    pg.locator("#sec-sdxl").wait_for(state="visible")
+    y = {e: pg.locator(f"#{e}").bounding_box()["y"] for e in ("sec-basic", "sec-sdxl", "sec-advanced")}
+    assert y["sec-basic"] < y["sec-sdxl"] < y["sec-advanced"], "SDXL sits between Basic and Advanced"
+    pg.locator("#f-sdxl input").uncheck()
+    pg.locator("#sec-sdxl").wait_for(state="hidden")
+    assert not pg.locator("#f-conv_dim").is_visible()
+    choose(pg, "f-LoRA_type", "Kohya LoCon")
+    pg.locator("#f-conv_dim").wait_for(state="visible")
+    choose(pg, "f-LoRA_type", "Standard")
+    pg.locator("#f-conv_dim").wait_for(state="hidden")
     lora = screenshot(pg, "tab-lora")
     if not (ROOT / "docs" / "screenshot.png").exists():  # test_ui_training replaces it with a finished run
         shutil.copyfile(lora, ROOT / "docs" / "screenshot.png")

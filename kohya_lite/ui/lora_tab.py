@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from kohya_lite.check import run_check
-from kohya_lite.config import TrainingConfig, config_json
+from kohya_lite.config import LOCON_LIKE_TYPES, TrainingConfig, config_json
 from kohya_lite.dataset.folders import scan_dataset
 from kohya_lite.dataset.steps import plan_steps
 from kohya_lite.ui import config_file, training_panel
@@ -170,6 +170,24 @@ def build(cfg: TrainingConfig, worker: Any, app: gr.Blocks, config_path: str = "
     w["model_list"].input(quick_pick, [w["model_list"]], model_outputs, queue=False)
     w["pretrained_model_name_or_path"].change(detect, [w["pretrained_model_name_or_path"]], model_outputs,
                                               trigger_mode="always_last", show_progress="hidden")
+
+    # ---- kohya_ss's show/hide rules: conv rank only for LoCon-like types, SDXL options only for SDXL,
+    # v_param only for SD2
+    conv = [w["conv_dim"], w["conv_alpha"]]
+    for c in conv:
+        c.visible = cfg.LoRA_type in LOCON_LIKE_TYPES
+    page.accordions["sdxl"].visible = cfg.sdxl
+    w["v_parameterization"].interactive = cfg.v2
+
+    def show_conv(lora_type: str):
+        return [gr.update(visible=lora_type in LOCON_LIKE_TYPES)] * len(conv)
+
+    w["LoRA_type"].change(show_conv, [w["LoRA_type"]], conv, queue=False, show_progress="hidden",
+                          api_visibility="private")
+    w["sdxl"].change(lambda on: gr.update(visible=bool(on)), [w["sdxl"]], [page.accordions["sdxl"]], queue=False,
+                     show_progress="hidden", api_visibility="private")
+    w["v2"].change(lambda on: gr.update(interactive=bool(on)), [w["v2"]], [w["v_parameterization"]], queue=False,
+                   show_progress="hidden", api_visibility="private")
 
     # ---- live step summary
     step_inputs = [w[n] for n in STEP_INPUTS]
