@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from dataset_helpers import make_images, tiny_config, write_config
 from kohya_lite.config import merge_config
@@ -154,3 +155,54 @@ def test_missing_model_is_an_error_event(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     err = [e for e in read_events(tmp_path / "ev.jsonl") if e["type"] == "error"]
     assert err and err[0]["field"] == "pretrained_model_name_or_path" and err[0]["hint"]
+
+
+def test_sd2_v_prediction_trains_and_is_labelled(tiny_sd2_dir, tmp_path):
+    make_images(tmp_path / "img" / "2_zkz object", 2)
+    cfg = tiny_config(tiny_sd2_dir, tmp_path, v2=True, v_parameterization=True, epoch=1)
+    result, events = _train(cfg)
+    assert result.status == "done"
+    meta = metadata(result.final_path)
+    assert meta["ss_v2"] == "True" and meta["ss_base_model_version"] == "sd_v2_v"
+    assert meta["modelspec.prediction_type"] == "v"
+    with safe_open(str(result.final_path), "pt") as f:
+        assert any(k.startswith("lora_te_text_model_encoder_layers_") for k in f.keys())
+
+
+def test_locon_and_many_options_together(tiny_sd1_dir, tmp_path):
+    """Every data/loss option at once on a small run: it trains, and the options reach the file."""
+    make_images(tmp_path / "img" / "3_zkz object", 3, size=(96, 64))
+    make_images(tmp_path / "reg" / "1_object", 2, caption=None)
+    cfg = tiny_config(
+        tiny_sd1_dir, tmp_path, reg_data_dir=str(tmp_path / "reg"), LoRA_type="Kohya LoCon", conv_dim=2, conv_alpha=1,
+        epoch=1, flip_aug=True, shuffle_caption=True, keep_tokens=1, caption_dropout_rate=0.1, clip_skip=2,
+        max_token_length=150, noise_offset=0.05, adaptive_noise_scale=0.01, multires_noise_iterations=3,
+        min_snr_gamma=5, gradient_checkpointing=True, loss_type="huber", prior_loss_weight=0.5,
+        cache_latents_to_disk=True, ip_noise_gamma=0.05, scale_weight_norms=1.0, lr_scheduler="cosine_with_restarts",
+        lr_warmup=20, optimizer="AdamW8bit", network_dropout=0.1, rank_dropout=0.1, module_dropout=0.1,
+        max_bucket_reso=128, logging_dir=str(tmp_path / "log"))
+    result, events = _train(cfg)
+    start = next(e for e in events if e["type"] == "start")
+    assert start["samples_per_epoch"] == 18, "9 training samples and 9 balanced reg samples"
+    meta = metadata(result.final_path)
+    args = json.loads(meta["ss_network_args"])
+    assert args["conv_dim"] == "2" and float(args["conv_alpha"]) == 1 and float(args["rank_dropout"]) == 0.1
+    assert meta["ss_num_reg_images"] == "9" and meta["ss_min_snr_gamma"] == "5.0" and meta["ss_clip_skip"] == "2"
+    with safe_open(str(result.final_path), "pt") as f:
+        convs = [k for k in f.keys() if "resnets" in k and k.endswith("lora_down.weight")]
+        assert convs and f.get_tensor(convs[0]).shape[-1] == 3
+    assert list((tmp_path / "model" / ".latent_cache").glob("*_sd.npz")), "latents cached to disk"
+    assert list((tmp_path / "log").rglob("events.out.tfevents.*")), "TensorBoard scalars under logging_dir"
+
+
+def test_network_weights_continue_training(tiny_sd1_dir, tmp_path):
+    make_images(tmp_path / "img" / "2_zkz object", 2)
+    first, _ = _train(tiny_config(tiny_sd1_dir, tmp_path, epoch=1, save_precision="float"))
+    before = load_file(first.final_path)
+    cfg = tiny_config(tiny_sd1_dir, tmp_path, epoch=1, learning_rate="1e-12", unet_lr="1e-12", text_encoder_lr="1e-12",
+                      output_dir=str(tmp_path / "again"), network_weights=str(first.final_path), save_precision="float")
+    second, events = _train(cfg)
+    assert any("initialised the network" in e.get("message", "") for e in events)
+    after = load_file(second.final_path)
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], atol=1e-6, rtol=1e-4)

@@ -266,3 +266,33 @@ def test_basic_captioning_tab(page, workdir):
     fill(page, "f-basic-folder", str(workdir / "missing-folder"))
     page.get_by_role("button", name="Caption images (Basic Captioning)").click()
     assert "does not exist" in wait_text(page, "basic-result", "does not exist")
+
+
+def test_wd14_captioning_tab_with_a_tiny_tagger(page, workdir):
+    """The WD14 sub-tab runs the real onnxruntime tagger (a tiny one with known scores) from the page."""
+    from kohya_lite.captioning.tiny import TINY_WD14_TAGS, build_tiny_wd14
+
+    scores = [0.9, 0.1, 0.0, 0.0] + [0.0] * (len(TINY_WD14_TAGS) - 4)
+    names = [n for n, _ in TINY_WD14_TAGS]
+    scores[names.index("1girl")] = 0.8
+    scores[names.index("long_hair")] = 0.5
+    scores[names.index("smile")] = 0.3  # below the 0.35 general threshold
+    scores[names.index("hatsune_miku")] = 0.6  # above 0.35 but below a 0.7 character threshold
+    model = build_tiny_wd14(workdir / "wd14-tiny", scores=scores)
+    folder = workdir / "anime"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("RGB", (40, 60), (200, 30 * i, 90)).save(folder / f"a{i}.png")
+    page.get_by_role("tab", name="Utilities", exact=True).click()
+    page.get_by_role("tab", name="Captioning", exact=True).click()
+    page.get_by_role("tab", name="WD14 Captioning", exact=True).click()
+    fill(page, "f-wd14-folder", str(folder))
+    fill(page, "wd14-model_dir", str(model))
+    fill(page, "wd14-character_threshold", "0.7")
+    fill(page, "wd14-prefix", "zkz,")
+    page.get_by_role("button", name="Caption images (WD14 Captioning)").click()
+    text = wait_text(page, "wd14-result", "written", timeout=60_000)
+    assert "2 caption(s) written" in text
+    for i in range(2):
+        assert (folder / f"a{i}.txt").read_text() == "zkz, 1girl, long hair\n"
+    screenshot(page, "tab-utilities-captioning-wd14")
