@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from kohya_lite.errors import UserError
+from kohya_lite.fileio import write_text_atomic
 
 QUICK_PICKS: dict[str, dict[str, bool]] = {
     "runwayml/stable-diffusion-v1-5": {"v2": False, "v_parameterization": False, "sdxl": False},
@@ -397,21 +397,6 @@ def load_config(path: str | os.PathLike, base: TrainingConfig | None = None) -> 
 def config_json(cfg: TrainingConfig) -> str:
     """kohya_ss's saved form: flat, keys sorted, indent 2."""
     return json.dumps(cfg.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_config(cfg: TrainingConfig, path: str | os.PathLike) -> None:

@@ -486,17 +486,13 @@ def check_output_path(path: str | Path, field_name: str = "out") -> Path:
 
 def save_image(image: Any, path: str | Path, *, parameters: str = "") -> Path:
     """Write atomically; PNGs carry `parameters` (A1111's PNG-info key)."""
-    import os
-    import tempfile
-
     from PIL.PngImagePlugin import PngInfo
 
+    from kohya_lite.fileio import atomic_path
+
     p = check_output_path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[p.suffix.lower()]
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(p) as tmp:
         if fmt == "PNG":
             info = PngInfo()
             if parameters:
@@ -504,10 +500,6 @@ def save_image(image: Any, path: str | Path, *, parameters: str = "") -> Path:
             image.save(tmp, format=fmt, pnginfo=info)
         else:
             image.convert("RGB").save(tmp, format=fmt, quality=95)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return p
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kohya_lite.check import run_check
-from kohya_lite.config import TrainingConfig, config_json, write_text_atomic
+from kohya_lite.config import TrainingConfig, config_json
+from kohya_lite.fileio import write_text_atomic
 from kohya_lite.engine.events import read_events
 from kohya_lite.errors import UserError
 

@@ -192,3 +192,24 @@ def md_text(page, elem_id: str) -> str:
     """The text of a gr.Markdown, without gradio's status tracker."""
     loc = page.locator(f"#{elem_id} [data-testid=markdown]")
     return loc.first.inner_text().strip() if loc.count() else ""
+
+
+# Shared fixtures: a test module that imports them provides its own `server` (a GuiServer).
+@pytest.fixture(scope="module")
+def browser():
+    pw, br = start_browser()
+    yield br
+    br.close()
+    pw.stop()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh browser context on the module's server, with the page loaded."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(15_000)
+    pg.goto(server.url)
+    pg.get_by_role("button", name="Train model").wait_for()
+    yield pg
+    ctx.close()

@@ -46,7 +46,6 @@ def test_bad_values_name_the_line(line, needle):
 def test_samplers():
     assert canonical_sampler("k_euler_a") == "euler_a" and canonical_sampler("DPMSolver++") == "dpmsolver++"
     assert canonical_sampler("whatever") == "ddim"
-    import diffusers
 
     for name, cls in [("euler_a", "EulerAncestralDiscreteScheduler"), ("ddim", "DDIMScheduler"),
                       ("k_dpm_2_a", "KDPM2AncestralDiscreteScheduler"), ("dpmsolver++", "DPMSolverMultistepScheduler"),

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from browser_helpers import (ARTIFACTS, ROOT, GuiServer, checkbox_value, choose, control, field_value, fill, md_text,
-                             open_accordion, screenshot, skip_without_browser, start_browser, wait_text)
+                             open_accordion, screenshot, skip_without_browser, wait_text)
+from browser_helpers import browser, page  # noqa: F401  (shared fixtures)
 
 pytestmark = [pytest.mark.browser, skip_without_browser]
 FIRST_PAINT_LIMIT_S = 6.0  # generous: measured 1.3 s idle, 3.0 s with other test suites loading the 2-core CPU
@@ -40,24 +41,6 @@ def server(workdir):
     yield srv
     srv.stop()
 
-
-@pytest.fixture(scope="module")
-def browser():
-    pw, br = start_browser()
-    yield br
-    br.close()
-    pw.stop()
-
-
-@pytest.fixture
-def page(browser, server):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(15_000)
-    pg.goto(server.url)
-    pg.get_by_role("button", name="Train model").wait_for()
-    yield pg
-    ctx.close()
 
 
 def test_first_paint_and_tab_screenshots(browser, server):

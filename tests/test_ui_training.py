@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from browser_helpers import (ROOT, GuiServer, choose, fill, md_text, open_accordion, screenshot, skip_without_browser,
-                             start_browser, wait_text)
+                             wait_text)
+from browser_helpers import browser, page  # noqa: F401  (shared fixtures)
 
 pytestmark = [pytest.mark.browser, skip_without_browser]
 RUN_TIMEOUT_MS = 150_000
@@ -21,24 +22,6 @@ def server(tmp_path_factory):
     yield srv
     srv.stop()
 
-
-@pytest.fixture(scope="module")
-def browser():
-    pw, br = start_browser()
-    yield br
-    br.close()
-    pw.stop()
-
-
-@pytest.fixture
-def page(browser, server):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(15_000)
-    pg.goto(server.url)
-    pg.get_by_role("button", name="Train model").wait_for()
-    yield pg
-    ctx.close()
 
 
 def progress(pg) -> tuple[int, str]:

@@ -1,7 +1,6 @@
 """Run control through the real worker: a child process, live events, graceful Stop, SIGKILL + resume,
 2-process accelerate, errors that leave the worker usable."""
 
-import json
 import os
 import signal
 import time

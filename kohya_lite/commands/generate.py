@@ -112,7 +112,7 @@ def run_grid(args) -> int:
                          progress=lambda done, total, what: print(f"  [{done}/{total}] {what}", flush=True))
     save_image(result.image, out, parameters=result.infotext())
     if args.layout:
-        from kohya_lite.network.io import write_bytes_atomic
+        from kohya_lite.fileio import write_bytes_atomic
 
         write_bytes_atomic(args.layout, json.dumps(result.layout.to_dict(), indent=2).encode())
     w, h = result.layout.size

@@ -26,7 +26,7 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"base model    {info.base_model_version or info.family} ({info.family_source})")
     print(f"rank / alpha  {info.rank} / {info.alpha:g} (scale {info.scale:g})"
           + (f", ranks {dict(info.ranks)}" if len(info.ranks) > 1 else ""))
-    print(f"modules       " + ", ".join(f"{k} {v}" for k, v in info.modules.items())
+    print("modules       " + ", ".join(f"{k} {v}" for k, v in info.modules.items())
           + (f" ({info.conv_modules} LoCon conv)" if info.conv_modules else ""))
     print(f"trigger words {', '.join(info.trigger_words) or '-'}")
     for key, label in (("ss_output_name", "output name"), ("ss_steps", "steps"), ("ss_epoch", "epoch"),

@@ -12,7 +12,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
 from kohya_lite.dataset.buckets import Assignment, BucketSettings
 from kohya_lite.dataset.folders import DatasetSummary, read_caption
@@ -191,18 +190,14 @@ def cache_latents(items: list[Item], vae, *, flip_aug: bool, family: str, batch_
 
 
 def _write_npz(path: Path, item: Item) -> None:
-    import os
-    import tempfile
+    from kohya_lite.fileio import atomic_path
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"latents": item.latents.numpy(), "original_size": np.array(item.size),
               "crop_ltrb": np.array(item.assignment.crop_ltrb)}
     if item.latents_flipped is not None:
         arrays["latents_flipped"] = item.latents_flipped.numpy()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def iter_chunks(seq: list, n: int) -> Iterator[list]:

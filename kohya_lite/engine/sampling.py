@@ -15,6 +15,7 @@ import torch
 
 from kohya_lite.config import TrainingConfig
 from kohya_lite.engine.checkpoints import capture_rng, restore_rng
+from kohya_lite.fileio import atomic_path
 from kohya_lite.engine.events import EventWriter
 from kohya_lite.engine.prompts import SamplePrompt, make_scheduler, parse_prompts, sample_filename
 from kohya_lite.engine.text import encode_sd, encode_sdxl
@@ -89,10 +90,8 @@ class TrainingSampler:
                                        epoch=epoch if self.cfg.sample_every_n_epochs > 0 and step else None,
                                        index=i, timestamp=stamp, seed=sp.seed)
                 path = self.out_dir / name
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp.png")
-                image.save(tmp)
-                tmp.replace(path)
+                with atomic_path(path) as tmp:
+                    image.save(tmp, format="PNG")
                 written.append(path)
                 self.events.emit("sample", path=path, prompt=sp.prompt, step=step, epoch=epoch, index=i, seed=seed)
         finally:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, Mapping
 import torch
 
 from kohya_lite.errors import UserError
+from kohya_lite.fileio import write_bytes_atomic
 from kohya_lite.network import naming
 
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32, "fp32": torch.float32}
@@ -98,30 +97,6 @@ def save_lora_file(path: str | Path, tensors: Mapping[str, torch.Tensor], metada
     data = save(cast, meta)
     write_bytes_atomic(path, data)
     return meta
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, then os.replace: readers never see a partial file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename durable (not possible on every platform)
-        dir_fd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 # ---- reading -------------------------------------------------------------------------------------------

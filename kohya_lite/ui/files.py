@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from kohya_lite.config import write_text_atomic
+from kohya_lite.fileio import write_text_atomic
 
 MODEL_EXTENSIONS = (".safetensors", ".ckpt")
 CONFIG_EXTENSIONS = (".json",)
