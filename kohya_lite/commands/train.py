@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         cfg, report = load_config(args.config)
         for line in report.lines():
             events.emit("log", message=line)
+            print(f"note: {line}", file=sys.stderr)
         result = train(cfg, events=events, stop=stop, resume=args.resume, progress_bar=not args.no_bar)
         print(f"{result.status}: {result.final_path}" if result.final_path else result.status)
         return 0
