@@ -12,6 +12,7 @@ from kohya_lite.captioning.blip import BLIP_PROMPT, strip_prompt
 from kohya_lite.captioning.tiny import build_sample_images, build_tiny_blip
 from kohya_lite.captioning.writer import caption_path, read_caption
 from kohya_lite.errors import UserError
+from captioning_fixtures import sample_source, samples  # noqa: F401  (shared fixtures)
 
 
 @pytest.fixture(autouse=True)
@@ -28,21 +29,6 @@ def blip_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def captioner(blip_dir):
     return BlipCaptioner.load(model_dir=str(blip_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def sample_source(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("samples")
-    good, bad = build_sample_images(folder)
-    return folder, [p.name for p in good], [p.name for p in bad]
-
-
-@pytest.fixture
-def samples(sample_source, tmp_path):
-    src, good, bad = sample_source
-    dst = tmp_path / "images"
-    shutil.copytree(src, dst)
-    return dst, [dst / n for n in good], [dst / n for n in bad]
 
 
 def test_every_good_image_captioned_with_trigger_word(samples, blip_dir):

@@ -15,21 +15,7 @@ from kohya_lite.captioning.tiny import build_sample_images
 from kohya_lite.captioning.writer import (CaptionWriter, caption_path, compose_caption, merge_tags,
                                           normalize_extension, read_caption)
 from kohya_lite.errors import UserError
-
-
-@pytest.fixture(scope="module")
-def sample_source(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("samples")
-    good, bad = build_sample_images(folder)
-    return folder, [p.name for p in good], [p.name for p in bad]
-
-
-@pytest.fixture
-def samples(sample_source, tmp_path):
-    src, good, bad = sample_source
-    dst = tmp_path / "images"
-    shutil.copytree(src, dst)
-    return dst, [dst / n for n in good], [dst / n for n in bad]
+from captioning_fixtures import sample_source, samples  # noqa: F401  (shared fixtures)
 
 
 def _digest(paths):

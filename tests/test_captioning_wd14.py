@@ -16,6 +16,7 @@ from kohya_lite.captioning.tiny import TINY_WD14_TAGS, build_sample_images, buil
 from kohya_lite.captioning.wd14_tags import TagRules, TagTable, parse_tag_replacement
 from kohya_lite.captioning.writer import caption_path, read_caption
 from kohya_lite.errors import UserError
+from captioning_fixtures import sample_source, samples  # noqa: F401  (shared fixtures)
 
 # One score per row of TINY_WD14_TAGS (4 ratings, 10 general, 2 characters).
 SCORES = {
@@ -43,21 +44,6 @@ def models(tmp_path_factory):
         "const": build_tiny_wd14(root / "const", scores=SCORE_VECTOR),
         "small": build_tiny_wd14(root / "small", image_size=64),
     }
-
-
-@pytest.fixture(scope="module")
-def sample_source(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("samples")
-    good, bad = build_sample_images(folder)
-    return folder, [p.name for p in good], [p.name for p in bad]
-
-
-@pytest.fixture
-def samples(sample_source, tmp_path):
-    src, good, bad = sample_source
-    dst = tmp_path / "images"
-    shutil.copytree(src, dst)
-    return dst, [dst / n for n in good], [dst / n for n in bad]
 
 
 def _rules(**kw) -> TagRules:
