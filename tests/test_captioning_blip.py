@@ -9,7 +9,7 @@ import pytest
 
 from kohya_lite.captioning import BlipCaptioner, BlipOptions, caption_blip, load_image
 from kohya_lite.captioning.blip import BLIP_PROMPT, strip_prompt
-from kohya_lite.captioning.tiny import build_sample_images, build_tiny_blip
+from kohya_lite.captioning.tiny import build_tiny_blip
 from kohya_lite.captioning.writer import caption_path, read_caption
 from kohya_lite.errors import UserError
 from captioning_fixtures import sample_source, samples  # noqa: F401  (shared fixtures)

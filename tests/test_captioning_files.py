@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections import Counter
 
 import pytest
@@ -11,7 +10,6 @@ from PIL import Image
 
 from kohya_lite.captioning import (BasicOptions, add_tags, caption_basic, find_images, list_images_with_captions,
                                    load_image, save_caption, search_replace, tag_frequency)
-from kohya_lite.captioning.tiny import build_sample_images
 from kohya_lite.captioning.writer import (CaptionWriter, caption_path, compose_caption, merge_tags,
                                           normalize_extension, read_caption)
 from kohya_lite.errors import UserError

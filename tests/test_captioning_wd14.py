@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from kohya_lite.captioning import WD14Options, WD14Tagger, caption_wd14, format_tag_frequency, preprocess_wd14
-from kohya_lite.captioning.tiny import TINY_WD14_TAGS, build_sample_images, build_tiny_wd14
+from kohya_lite.captioning.tiny import TINY_WD14_TAGS, build_tiny_wd14
 from kohya_lite.captioning.wd14_tags import TagRules, TagTable, parse_tag_replacement
 from kohya_lite.captioning.writer import caption_path, read_caption
 from kohya_lite.errors import UserError
