@@ -279,3 +279,38 @@ def test_wd14_captioning_tab_with_a_tiny_tagger(page, workdir):
     for i in range(2):
         assert (folder / f"a{i}.txt").read_text() == "zkz, 1girl, long hair\n"
     screenshot(page, "tab-utilities-captioning-wd14")
+
+
+def test_manual_caption_editor(page, workdir):
+    folder = workdir / "manual"
+    folder.mkdir()
+    for i in range(10):  # two pages of 8
+        Image.new("RGB", (32, 32), (20 * i, 0, 0)).save(folder / f"m{i:02d}.png")
+    (folder / "m00.txt").write_text("zkz, red\n")
+    page.get_by_role("tab", name="Utilities", exact=True).click()
+    page.get_by_role("tab", name="Captioning", exact=True).click()
+    page.get_by_role("tab", name="Manual Captioning", exact=True).click()
+    fill(page, "f-manual-folder", str(folder))
+    page.locator("#manual-load").click()
+    wait_text(page, "manual-status", "Page 1 of 2 · 10 images")
+    assert control(page, "manual-cap-0").input_value() == "zkz, red"
+    assert "zkz (1)" in md_text(page, "manual-freq")
+    box = control(page, "manual-cap-1")
+    box.fill("zkz, blue")
+    page.locator("#manual-status").click()  # leave the box: it saves
+    wait_text(page, "manual-status", "Saved")
+    assert (folder / "m01.txt").read_text() == "zkz, blue\n"
+    fill(page, "manual-quick", "solo")
+    page.locator("#manual-add").click()
+    wait_text(page, "manual-status", "Added to 10 caption(s)")
+    assert (folder / "m00.txt").read_text() == "solo, zkz, red\n" and (folder / "m09.txt").read_text() == "solo\n"
+    fill(page, "manual-find", "zkz")
+    fill(page, "manual-replace", "lisabp")
+    page.locator("#manual-replace-run").click()
+    wait_text(page, "manual-status", "Replaced in 2 caption(s)")
+    assert (folder / "m01.txt").read_text() == "solo, lisabp, blue\n"
+    page.locator("#manual-next").click()
+    wait_text(page, "manual-status", "Page 2 of 2")
+    assert control(page, "manual-cap-1").input_value() == "solo"
+    assert not page.locator("#manual-cap-2").is_visible()
+    screenshot(page, "tab-utilities-captioning-manual")

@@ -1,4 +1,4 @@
-"""Utilities → Captioning: Basic, BLIP and WD14 captioners (kohya_ss's Captioning tabs).
+"""Utilities → Captioning: Basic, BLIP and WD14 captioners and the manual editor (kohya_ss's Captioning tabs).
 
 Wiring only: each sub-tab's form is generated from the captioner's options dataclass
 (`BasicOptions`, `BlipOptions`, `WD14Options` in `kohya_lite.captioning`), so defaults and fields
@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from kohya_lite.ui import manual_caption_tab
 from kohya_lite.ui.fields import FieldSpec
 from kohya_lite.ui.safe import safe
 from kohya_lite.ui.widgets import path_field
@@ -83,3 +84,5 @@ def build() -> None:
                        "(Hugging Face cache or a folder in *Model dir*); nothing is downloaded.")
         _captioner_tab("WD14 Captioning", "wd14", WD14Options, caption_wd14,
                        "Danbooru-style tags for anime/illustrations (ONNX tagger, local files only).")
+        with gr.Tab("Manual Captioning", id="caption-manual"):
+            manual_caption_tab.build()
