@@ -132,7 +132,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_sd1_dir, dataset, tmp_pa
 
 def test_two_process_accelerate_run(tiny_sd1_dir, dataset, tmp_path):
     w = Worker(tmp_path / "runs")
-    w.start(cfg_for(tiny_sd1_dir, dataset, epoch=2, num_processes=2, num_cpu_threads_per_process=1))
+    w.start(cfg_for(tiny_sd1_dir, dataset, epoch=2, num_processes=2, num_cpu_threads_per_process=1, module_dropout=0.2))
     st = w.wait(300)
     assert st.state == "done", w.log_tail()
     evs = w.events()

@@ -94,7 +94,12 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
                         field=first.field, file=first.file, fix=first.fix)
 
     precision = _precision(cfg, events)
-    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # module_dropout skips whole LoRA modules in some steps: DDP must then allow unused parameters
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.module_dropout > 0)
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                              kwargs_handlers=[ddp])
     main = accelerator.is_main_process
     events.enabled = events.enabled and main
     device = accelerator.device
