@@ -245,10 +245,10 @@ def _read_json(path: Path) -> dict:
 
 def folder_family(folder: Path) -> str:
     """Family of a diffusers folder from its model_index.json and UNet config."""
-    index = _read_json(folder / "model_index.json")
+    index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
     unet_cfg = _read_json(folder / "unet" / "config.json") if (folder / "unet" / "config.json").is_file() else {}
     has_te2 = bool(index.get("text_encoder_2") and index["text_encoder_2"][0]) or \
-        index.get("_class_name", "").startswith("StableDiffusionXL")
+        index.get("_class_name", "").startswith("StableDiffusionXL") or (folder / "text_encoder_2").is_dir()
     return families.detect_family_from_configs(unet_cfg, has_te2)
 
 

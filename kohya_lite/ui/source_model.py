@@ -1,19 +1,20 @@
 """Source model section: quick-pick ids and model-type detection for a chosen path.
 
 `detect_model(path)` sets the kohya_ss flags (v2, sdxl) for a known quick-pick id, for a `.safetensors`
-checkpoint from its tensor names (read with `safe_open`, no weights loaded; rules in
-`models.families.detect_family_from_keys`) and for a diffusers folder from its configs. v-prediction
+checkpoint from its tensor names (`models.load.read_checkpoint_keys`, no weights loaded; rules in
+`models.families.detect_family_from_keys`) and for a diffusers folder from its configs (`folder_family`). v-prediction
 cannot be read from keys, so `v_parameterization` is only set for quick-pick ids.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from kohya_lite.config import QUICK_PICKS
-from kohya_lite.models.families import detect_family_from_configs, detect_family_from_keys, family_from_flags
+from kohya_lite.errors import UserError
+from kohya_lite.models.families import detect_family_from_keys, family_from_flags
+from kohya_lite.models.load import folder_family, read_checkpoint_keys
 
 FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 
@@ -45,24 +46,19 @@ def detect_model(path: str | None) -> Detection | None:
         return Detection(flags, src, f"Quick pick: **{FAMILY_NAMES[fam]}{vp}**.")
     p = Path(src).expanduser()
     if p.is_file() and p.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
-
         try:
-            with safe_open(str(p), framework="numpy") as f:
-                keys = list(f.keys())
-        except Exception as exc:  # noqa: BLE001 - a broken file is reported, not raised
-            return Detection({}, "custom", f"⚠️ Cannot read '{p.name}' as safetensors ({exc}); "
-                                           "set the model-type boxes yourself.")
+            keys = read_checkpoint_keys(p)
+        except UserError as exc:  # a broken file is reported beside the field, not raised
+            return Detection({}, "custom", f"⚠️ Cannot read '{p.name}': {exc.message}; set the model-type boxes yourself.")
         family = detect_family_from_keys(keys)
         if family is None:
             return Detection({}, "custom", "⚠️ Unknown checkpoint layout; set the model-type boxes yourself.")
         return _from_family(family, "checkpoint's tensor names")
     if p.is_dir() and (p / "unet" / "config.json").is_file():
         try:
-            unet_cfg = json.loads((p / "unet" / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return _from_family(folder_family(p), "model folder")
+        except UserError:
             return None
-        return _from_family(detect_family_from_configs(unet_cfg, (p / "text_encoder_2").is_dir()), "model folder")
     if p.is_file():
         return Detection({}, "custom", "Set the model-type boxes to match this checkpoint (only .safetensors can be "
                                        "inspected).")
