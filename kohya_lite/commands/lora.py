@@ -1,4 +1,4 @@
-"""`kohya-lite lora info|verify FILE`: what a LoRA file holds, and whether it was trained."""
+"""`kohya-lite lora info|verify|resize|merge`: inspect LoRA files, change their rank, merge several into one."""
 
 from __future__ import annotations
 
@@ -15,6 +15,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     verify = tools.add_parser("verify", help="per-tensor magnitudes (kohya's check_lora_weights); untrained up weights are ~0")
     verify.add_argument("file")
     verify.set_defaults(func=run_verify)
+    resize = tools.add_parser("resize", help="SVD to a lower (or dynamic) rank, keeping the effective weights")
+    resize.add_argument("file")
+    resize.add_argument("out")
+    resize.add_argument("--rank", type=int, required=True, help="new rank (the cap, with --dynamic)")
+    resize.add_argument("--dynamic", choices=["sv_ratio", "sv_fro", "sv_cumulative"], help="per-module rank rule")
+    resize.add_argument("--param", type=float, default=0.9, help="the dynamic rule's parameter (sv_ratio: ≥ 2)")
+    resize.add_argument("--precision", default="fp16", choices=["fp16", "bf16", "float"])
+    resize.set_defaults(func=run_resize)
+    merge = tools.add_parser("merge", help="merge LoRAs: FILE:RATIO … (ranks concatenated, or --rank N by SVD)")
+    merge.add_argument("inputs", nargs="+", metavar="FILE[:RATIO]")
+    merge.add_argument("--out", required=True)
+    merge.add_argument("--rank", type=int, help="reduce the merged modules to this rank (SVD)")
+    merge.add_argument("--precision", default="fp16", choices=["fp16", "bf16", "float"])
+    merge.set_defaults(func=run_merge)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -54,4 +68,36 @@ def run_verify(args: argparse.Namespace) -> int:
             untrained += 1
     if untrained:
         print(f"warning: {untrained} of {len(names)} modules have all-zero up weights (not trained)")
+    return 0
+
+
+def _report(result) -> None:
+    ranks = ", ".join(f"rank {r}: {n}" for r, n in result.ranks.items())
+    print(f"wrote {result.path}: {result.modules} modules ({ranks}), alpha {result.alpha:g}")
+
+
+def run_resize(args: argparse.Namespace) -> int:
+    from kohya_lite.lora_tools import resize_lora
+
+    _report(resize_lora(args.file, args.out, args.rank, method=args.dynamic, param=args.param,
+                        precision=args.precision))
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from kohya_lite.errors import UserError
+    from kohya_lite.lora_tools import merge_loras
+
+    files, ratios = [], []
+    for item in args.inputs:
+        path, sep, ratio = item.rpartition(":")
+        if not sep or not path:
+            path, ratio = item, "1"
+        try:
+            ratios.append(float(ratio))
+        except ValueError:
+            raise UserError(f"'{item}': the ratio after ':' is not a number", field="ratios",
+                            fix="write FILE:0.8 (or just FILE for 1.0)") from None
+        files.append(path)
+    _report(merge_loras(files, ratios, args.out, new_rank=args.rank, precision=args.precision))
     return 0
