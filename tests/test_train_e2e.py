@@ -206,3 +206,23 @@ def test_network_weights_continue_training(tiny_sd1_dir, tmp_path):
     after = load_file(second.final_path)
     for k in before:
         torch.testing.assert_close(after[k], before[k], atol=1e-6, rtol=1e-4)
+
+
+def test_stop_during_caching_saves_nothing_and_says_stopped(tiny_sd1_dir, tmp_path):
+    from kohya_lite.engine.train import StopFlag
+
+    make_images(tmp_path / "img" / "1_zkz object", 3)
+    cfg, _ = merge_config(tiny_config(tiny_sd1_dir, tmp_path, epoch=1))
+    stop = StopFlag()
+    events = []
+
+    def listener(e):
+        events.append(e)
+        if e.get("message", "").startswith("caching latents 1/"):
+            stop.set()
+
+    result = train(cfg, events=EventWriter(listener=listener), stop=stop, progress_bar=False)
+    assert result.status == "stopped" and result.final_path is None
+    assert events[-1]["type"] == "stopped" and "caching" in events[-1]["message"]
+    assert not any(e["type"] == "step" for e in events)
+    assert not list((tmp_path / "model").glob("*.safetensors"))

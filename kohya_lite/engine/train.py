@@ -138,10 +138,18 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
         raise UserError("no usable training images", field="train_data_dir", fix="add readable images to the N_name folders")
     use_cache = (cfg.cache_latents or cfg.cache_latents_to_disk) and not (cfg.color_aug or cfg.random_crop)
     if use_cache:
+        def caching_progress(done: int, total: int) -> None:
+            events.emit("log", message=f"caching latents {done}/{total}")
+            if stop.requested:  # Stop while caching: nothing trained yet, nothing to save
+                raise _Stop()
+
         cache_dir = out_dir / ".latent_cache" if cfg.cache_latents_to_disk else None
-        cache_latents(data.items, vae, flip_aug=cfg.flip_aug, family=family, batch_size=max(1, cfg.vae_batch_size),
-                      cache_dir=cache_dir, generator=noise_gen,
-                      progress=lambda d, t: events.emit("log", message=f"caching latents {d}/{t}"))
+        try:
+            cache_latents(data.items, vae, flip_aug=cfg.flip_aug, family=family, batch_size=max(1, cfg.vae_batch_size),
+                          cache_dir=cache_dir, generator=noise_gen, progress=caching_progress)
+        except _Stop:
+            events.emit("stopped", path=None, step=0, epoch=0, message="stopped while caching latents")
+            return TrainResult("stopped", None, 0, 0, [])
         vae.to("cpu")  # free the accelerator for training
     bs = cfg.train_batch_size
     batches_per_epoch = data.batches_per_epoch(bs)
@@ -302,6 +310,9 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
                 modules=len(raw_network.kohya_state_dict()) // 3)
     if sampler and main and global_step == 0:
         sampler.sample(step=0, epoch=0)
+    if stop.requested:  # stopped during set-up: the network is unchanged since the last save
+        events.emit("stopped", path=None, step=global_step, epoch=start_epoch, message="stopped before training")
+        return TrainResult("stopped", None, global_step, start_epoch, [])
 
     # ---- loop ------------------------------------------------------------------------------------
     from tqdm import tqdm
