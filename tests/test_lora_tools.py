@@ -107,3 +107,20 @@ def test_cli_and_bad_input(sd1, tmp_path, capsys):
     with pytest.raises(UserError) as e:
         merge_loras([a, tmp_path / "x.safetensors"], [1, 1], tmp_path / "bad.safetensors")
     assert "different base models" in e.value.message
+
+
+def test_gui_tools_tab_builds_and_parses(sd1, tmp_path):
+    import gradio as gr
+
+    from kohya_lite.ui import lora_tools_tab
+
+    with gr.Blocks():
+        lora_tools_tab.build()
+    files, ratios = lora_tools_tab.parse_merge_list(f"{tmp_path}/a.safetensors:0.8\n\n/x/b.safetensors -0.5\n/x/c.safetensors\n")
+    assert files == [f"{tmp_path}/a.safetensors", "/x/b.safetensors", "/x/c.safetensors"] and ratios == [0.8, -0.5, 1.0]
+    with pytest.raises(UserError) as e:
+        lora_tools_tab.parse_merge_list("/x/a.safetensors:abc")
+    assert "line 1" in e.value.message
+    src = _lora(sd1, tmp_path / "a.safetensors", 7)
+    text = lora_tools_tab.info_text(str(src))
+    assert "rank 4 / alpha 2" in text and "sd_v1" in text

@@ -314,3 +314,32 @@ def test_manual_caption_editor(page, workdir):
     assert control(page, "manual-cap-1").input_value() == "solo"
     assert not page.locator("#manual-cap-2").is_visible()
     screenshot(page, "tab-utilities-captioning-manual")
+
+
+def test_lora_tools_resize_from_the_page(page, workdir, tiny_sd1_dir):
+    import torch
+
+    from kohya_lite.models.load import load_model
+    from kohya_lite.network.io import read_lora_file, save_lora_file
+    from kohya_lite.network.lora import LoRANetwork
+
+    net = LoRANetwork.create(load_model(tiny_sd1_dir), 4, 4)
+    with torch.no_grad():  # a "trained" network: non-zero up weights
+        for p in net.parameters():
+            p.normal_(0, 0.1)
+    src = workdir / "tools-in.safetensors"
+    save_lora_file(src, net.kohya_state_dict(), {"ss_base_model_version": "sd_v1", "ss_v2": "False"})
+    out = workdir / "tools-out.safetensors"
+    page.get_by_role("tab", name="Utilities", exact=True).click()
+    page.get_by_role("tab", name="LoRA tools", exact=True).click()
+    page.get_by_role("tab", name="Resize", exact=True).click()
+    fill(page, "f-tools-resize-file", str(src))
+    fill(page, "tools-resize-out", str(out))
+    fill(page, "tools-resize-rank", "2")
+    page.locator("#tools-resize-run").click()
+    assert "rank 2:" in wait_text(page, "tools-resize-result", "wrote")
+    tensors, _ = read_lora_file(out)
+    assert {v.shape[0] for k, v in tensors.items() if k.endswith("lora_down.weight")} == {2}
+    fill(page, "tools-resize-out", "")
+    page.locator("#tools-resize-run").click()
+    assert "no output file" in wait_text(page, "tools-resize-result", "no output file")
