@@ -226,3 +226,19 @@ def test_stop_during_caching_saves_nothing_and_says_stopped(tiny_sd1_dir, tmp_pa
     assert events[-1]["type"] == "stopped" and "caching" in events[-1]["message"]
     assert not any(e["type"] == "step" for e in events)
     assert not list((tmp_path / "model").glob("*.safetensors"))
+
+
+def test_loraplus_and_separate_learning_rates(tiny_sd1_dir, tmp_path):
+    make_images(tmp_path / "img" / "1_zkz object", 2)
+    cfg = tiny_config(tiny_sd1_dir, tmp_path, max_train_steps=1, unet_lr="0.001", text_encoder_lr="0.0002",
+                      loraplus_unet_lr_ratio=16, save_every_n_epochs=0)
+    _, events = _train(cfg)
+    step = next(e for e in events if e["type"] == "step")
+    assert step["lrs"] == pytest.approx({"textencoder": 0.0002, "unet": 0.001, "unet_plus": 0.016})
+    assert step["lr"] == pytest.approx(0.001)
+    # text_encoder_lr 0 ⇒ UNet only: no TE group, and the file has no lora_te keys
+    cfg = tiny_config(tiny_sd1_dir, tmp_path, max_train_steps=1, text_encoder_lr="0", output_dir=str(tmp_path / "u"))
+    result, events = _train(cfg)
+    assert set(next(e for e in events if e["type"] == "step")["lrs"]) == {"unet"}
+    with safe_open(str(result.final_path), "pt") as f:
+        assert not any(k.startswith("lora_te") for k in f.keys())

@@ -191,12 +191,10 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
                 te.gradient_checkpointing_enable()
                 te.train()
 
-    groups = []
-    if train_unet:
-        groups.append({"params": list(network.unet_parameters()), "lr": unet_lr_of(cfg)})
-    if train_te:
-        groups.append({"params": list(network.text_encoder_parameters()), "lr": te_lr_of(cfg)})
-    groups = [g for g in groups if g["params"]]
+    groups = network.optimizer_param_groups(unet_lr_of(cfg), te_lr_of(cfg), loraplus_lr_ratio=cfg.loraplus_lr_ratio,
+                                            loraplus_unet_lr_ratio=cfg.loraplus_unet_lr_ratio,
+                                            loraplus_text_encoder_lr_ratio=cfg.loraplus_text_encoder_lr_ratio)
+    group_names = [g["name"] for g in groups]  # textencoder, unet (+ "_plus" groups with LoRA+)
     optimizer = build_optimizer(cfg.optimizer, groups, cfg.learning_rate, cfg.optimizer_args)
     warm = warmup_steps(total_steps, cfg.lr_warmup, cfg.lr_warmup_steps)
     scheduler = build_scheduler(optimizer, cfg.lr_scheduler, total_steps, warm, cfg.lr_scheduler_num_cycles,
@@ -405,17 +403,18 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
                 step_times = (step_times + [now - last_time])[-20:]
                 last_time = now
                 sec = sum(step_times) / len(step_times)
-                lrs = current_lrs(optimizer)
+                lrs = dict(zip(group_names, current_lrs(optimizer)))
+                lr_shown = lrs.get("unet", next(iter(lrs.values())))
                 avg = sum(loss_window) / len(loss_window)
                 bar.update(1)
-                bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{value:.4f}", avr_loss=f"{avg:.4f}", lr=f"{lrs[0]:.2e}")
+                bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{value:.4f}", avr_loss=f"{avg:.4f}", lr=f"{lr_shown:.2e}")
                 if board:
                     board.add_scalar("loss/current", value, global_step)
                     board.add_scalar("loss/average", avg, global_step)
-                    for part, lr_value in zip(("unet" if train_unet else "textencoder", "textencoder"), lrs):
+                    for part, lr_value in lrs.items():
                         board.add_scalar(f"lr/{part}", lr_value, global_step)
                 events.emit("step", step=global_step, total_steps=total_steps, epoch=epoch, epochs=epochs, loss=value,
-                            avg_loss=avg, lr=lrs[0], lrs=lrs, sec_per_step=sec, eta_sec=sec * (total_steps - global_step))
+                            avg_loss=avg, lr=lr_shown, lrs=lrs, sec_per_step=sec, eta_sec=sec * (total_steps - global_step))
                 if sampler and cfg.sample_every_n_epochs <= 0 and cfg.sample_every_n_steps > 0 \
                         and global_step % cfg.sample_every_n_steps == 0 and main:
                     sampler.sample(step=global_step, epoch=epoch)
