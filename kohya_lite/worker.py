@@ -66,6 +66,31 @@ def launch_command(cfg: TrainingConfig, config_path: Path, events_path: Path,
     return [*cmd, *train], env
 
 
+# ---- process groups: the child and everything it starts (accelerate's workers) stop together ----------
+WINDOWS = os.name == "nt"
+
+
+def _new_group() -> dict:
+    if WINDOWS:
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def _interrupt_group(pid: int) -> None:
+    """The graceful stop: SIGINT to the group (Ctrl+Break on Windows); the engine saves and exits."""
+    if WINDOWS:
+        os.kill(pid, signal.CTRL_BREAK_EVENT)
+    else:
+        os.killpg(pid, signal.SIGINT)
+
+
+def _kill_group(pid: int) -> None:
+    if WINDOWS:
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False)
+    else:
+        os.killpg(pid, signal.SIGKILL)
+
+
 class Worker:
     def __init__(self, runs_dir: str | os.PathLike):
         self.runs_dir = Path(runs_dir)
@@ -96,7 +121,7 @@ class Worker:
         log.write((" ".join(cmd) + "\n").encode())
         log.flush()
         self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                      start_new_session=True, cwd=os.getcwd())
+                                      cwd=os.getcwd(), **_new_group())
         log.close()
         self._stops = 0
         self._run = RunStatus(run_id, "running", self._proc.pid, str(config_path), str(events_path), str(log_path),
@@ -113,10 +138,10 @@ class Worker:
         self._stops += 1
         try:
             if self._stops == 1:
-                os.killpg(st.pid, signal.SIGINT)
+                _interrupt_group(st.pid)
                 self._run.state = "stopping"
                 return "stopping after the current step; a checkpoint will be saved"
-            os.killpg(st.pid, signal.SIGKILL)
+            _kill_group(st.pid)
             return "killed"
         except ProcessLookupError:
             return "already finished"

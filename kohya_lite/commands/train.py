@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGBREAK"):  # Windows: the worker's graceful stop is Ctrl+Break
+        signal.signal(signal.SIGBREAK, on_signal)
     try:
         cfg, report = load_config(args.config)
         for line in report.lines():
