@@ -118,6 +118,30 @@ def resize_lora(src: str | Path, out: str | Path, new_rank: int, *, method: str 
                   f"dimension is resized from {old_rank} to {new_rank} ({how})")
 
 
+def parse_merge_inputs(items: list[str]) -> tuple[list[str], list[float]]:
+    """`FILE`, `FILE:RATIO` or `FILE RATIO` per item (blank items skipped) → (files, ratios); ratio 1 when absent.
+    A drive letter (`C:\\x.safetensors`) is not mistaken for a ratio."""
+    files, ratios = [], []
+    for n, raw in enumerate(items, start=1):
+        item = raw.strip()
+        if not item:
+            continue
+        path, ratio = item, "1"
+        head, sep, tail = item.rpartition(":")
+        if sep and head and not any(c in tail for c in "/\\") and not tail.lower().endswith((".safetensors", ".pt")):
+            path, ratio = head, tail
+        elif " " in item:
+            head, _, tail = item.rpartition(" ")
+            path, ratio = head, tail
+        try:
+            ratios.append(float(ratio))
+        except ValueError:
+            raise UserError(f"item {n} ('{item}'): '{ratio}' is not a ratio", field="ratios",
+                            fix="write path/to/lora.safetensors:0.8 (or just the path for 1.0)") from None
+        files.append(path.strip())
+    return files, ratios
+
+
 def merge_loras(sources: list[str | Path], ratios: list[float], out: str | Path, *, new_rank: int | None = None,
                 precision: str = "fp16") -> ToolResult:
     """Σ ratioᵢ · ΔWᵢ per module. Without `new_rank` the ranks are concatenated (exact); with it, each

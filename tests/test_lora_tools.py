@@ -98,7 +98,7 @@ def test_cli_and_bad_input(sd1, tmp_path, capsys):
     assert "rank 2:" in capsys.readouterr().out
     assert main(["lora", "merge", f"{a}:0.7", str(b), "--out", str(tmp_path / "m.safetensors")]) == 0
     assert main(["lora", "merge", f"{a}:x", str(b), "--out", str(tmp_path / "m2.safetensors")]) == 2
-    assert "not a number" in capsys.readouterr().err
+    assert "is not a ratio" in capsys.readouterr().err
     assert main(["lora", "merge", str(a), "--out", str(tmp_path / "m3.safetensors")]) == 2
     meta = _meta(b)
     meta["ss_base_model_version"] = "sdxl_base_v1-0"
@@ -116,11 +116,16 @@ def test_gui_tools_tab_builds_and_parses(sd1, tmp_path):
 
     with gr.Blocks():
         lora_tools_tab.build()
-    files, ratios = lora_tools_tab.parse_merge_list(f"{tmp_path}/a.safetensors:0.8\n\n/x/b.safetensors -0.5\n/x/c.safetensors\n")
-    assert files == [f"{tmp_path}/a.safetensors", "/x/b.safetensors", "/x/c.safetensors"] and ratios == [0.8, -0.5, 1.0]
+    from kohya_lite.lora_tools import parse_merge_inputs
+
+    text = f"{tmp_path}/a.safetensors:0.8\n\n/x/b.safetensors -0.5\n/x/c.safetensors\nC:\\l\\d.safetensors:2\nC:\\e.pt\n"
+    files, ratios = parse_merge_inputs(text.splitlines())
+    assert files == [f"{tmp_path}/a.safetensors", "/x/b.safetensors", "/x/c.safetensors", "C:\\l\\d.safetensors",
+                     "C:\\e.pt"]
+    assert ratios == [0.8, -0.5, 1.0, 2.0, 1.0]
     with pytest.raises(UserError) as e:
-        lora_tools_tab.parse_merge_list("/x/a.safetensors:abc")
-    assert "line 1" in e.value.message
+        parse_merge_inputs(["/x/a.safetensors:abc"])
+    assert "item 1" in e.value.message
     src = _lora(sd1, tmp_path / "a.safetensors", 7)
     text = lora_tools_tab.info_text(str(src))
     assert "rank 4 / alpha 2" in text and "sd_v1" in text

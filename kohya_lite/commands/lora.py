@@ -85,19 +85,8 @@ def run_resize(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from kohya_lite.errors import UserError
-    from kohya_lite.lora_tools import merge_loras
+    from kohya_lite.lora_tools import merge_loras, parse_merge_inputs
 
-    files, ratios = [], []
-    for item in args.inputs:
-        path, sep, ratio = item.rpartition(":")
-        if not sep or not path:
-            path, ratio = item, "1"
-        try:
-            ratios.append(float(ratio))
-        except ValueError:
-            raise UserError(f"'{item}': the ratio after ':' is not a number", field="ratios",
-                            fix="write FILE:0.8 (or just FILE for 1.0)") from None
-        files.append(path)
+    files, ratios = parse_merge_inputs(args.inputs)
     _report(merge_loras(files, ratios, args.out, new_rank=args.rank, precision=args.precision))
     return 0

@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 
 from kohya_lite.errors import UserError
-from kohya_lite.lora_tools import DYNAMIC_METHODS, merge_loras, resize_lora
+from kohya_lite.lora_tools import DYNAMIC_METHODS, merge_loras, parse_merge_inputs, resize_lora
 from kohya_lite.network.io import lora_file_info
 from kohya_lite.ui.fields import FieldSpec
 from kohya_lite.ui.safe import safe
@@ -21,25 +21,6 @@ def info_text(path: str) -> str:
              "Modules: " + ", ".join(f"{k} {v}" for k, v in info.modules.items()),
              "Trigger words: " + (", ".join(info.trigger_words) or "–")]
     return "  \n".join(lines)
-
-
-def parse_merge_list(text: str) -> tuple[list[str], list[float]]:
-    """One `FILE` or `FILE:RATIO` (or `FILE RATIO`) per line."""
-    files, ratios = [], []
-    for n, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        path, sep, ratio = line.rpartition(":") if ":" in line.split("/")[-1] else line.rpartition(" ")
-        if not sep or not path.strip():
-            path, ratio = line, "1"
-        try:
-            ratios.append(float(ratio))
-        except ValueError:
-            raise UserError(f"line {n}: '{ratio}' is not a ratio", field="ratios",
-                            fix="write one 'path/to/lora.safetensors:0.8' per line") from None
-        files.append(path.strip())
-    return files, ratios
 
 
 def _done(result) -> str:
@@ -91,7 +72,7 @@ def build() -> None:
         def do_merge(text: str, out_path: str, new_rank: Any, prec: str) -> dict:
             if not (out_path or "").strip():
                 raise UserError("no output file", field="save_to", fix="type where the merged LoRA goes")
-            files, ratios = parse_merge_list(text or "")
+            files, ratios = parse_merge_inputs((text or "").splitlines())
             res = merge_loras(files, ratios, out_path, new_rank=int(new_rank or 0) or None, precision=prec)
             return {m_msg: _done(res)}
 
