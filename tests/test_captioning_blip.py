@@ -12,13 +12,7 @@ from kohya_lite.captioning.blip import BLIP_PROMPT, strip_prompt
 from kohya_lite.captioning.tiny import build_tiny_blip
 from kohya_lite.captioning.writer import caption_path, read_caption
 from kohya_lite.errors import UserError
-from captioning_fixtures import sample_source, samples  # noqa: F401  (shared fixtures)
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+from captioning_fixtures import offline, sample_source, samples  # noqa: F401  (shared fixtures)
 
 
 @pytest.fixture(scope="module")

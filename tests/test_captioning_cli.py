@@ -12,14 +12,9 @@ import pytest
 from kohya_lite.captioning.tiny import build_sample_images, build_tiny_blip, build_tiny_wd14
 from kohya_lite.captioning.writer import caption_path, read_caption
 from kohya_lite.cli import main
+from captioning_fixtures import offline  # noqa: F401  (shared fixture: no hub, empty HF cache)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
 
 
 @pytest.fixture(scope="module")

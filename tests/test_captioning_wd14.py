@@ -16,7 +16,7 @@ from kohya_lite.captioning.tiny import TINY_WD14_TAGS, build_tiny_wd14
 from kohya_lite.captioning.wd14_tags import TagRules, TagTable, parse_tag_replacement
 from kohya_lite.captioning.writer import caption_path, read_caption
 from kohya_lite.errors import UserError
-from captioning_fixtures import sample_source, samples  # noqa: F401  (shared fixtures)
+from captioning_fixtures import offline, sample_source, samples  # noqa: F401  (shared fixtures)
 
 # One score per row of TINY_WD14_TAGS (4 ratings, 10 general, 2 characters).
 SCORES = {
@@ -27,12 +27,6 @@ SCORES = {
 }
 SCORE_VECTOR = np.array([SCORES[name] for name, _ in TINY_WD14_TAGS], dtype=np.float32)
 DEFAULT_TAGS = ["1girl", "solo", "smile", "^_^", "outdoors", "short hair", "hatsune miku"]
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
 
 
 @pytest.fixture(scope="module")
