@@ -48,11 +48,6 @@ class CheckResult:
     def warn(self, message: str, **kw) -> None:
         self.problems.append(Problem(message, severity="warning", **kw))
 
-    def by_field(self) -> dict[str, list[Problem]]:
-        out: dict[str, list[Problem]] = {}
-        for p in self.problems:
-            out.setdefault(p.field or "", []).append(p)
-        return out
 
 
 def run_check(cfg: TrainingConfig, *, verify_images: bool = True) -> CheckResult:

@@ -208,12 +208,6 @@ class TrainingConfig:
     def train_text_encoder(self) -> bool:
         return te_lr_of(self) > 0
 
-    @property
-    def caption_files_disabled(self) -> bool:
-        return self.caption_extension not in ("", ".txt", ".caption", ".cap", ".wd14.txt") and not (
-            self.caption_extension.startswith(".") and self.caption_extension[1:].isalnum()
-        )
-
     def to_dict(self, include_extra: bool = True) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         if include_extra:
@@ -405,11 +399,6 @@ def save_config(cfg: TrainingConfig, path: str | os.PathLike) -> None:
     except OSError as exc:
         raise UserError(f"cannot write config '{path}': {exc.strerror}", file=str(path),
                         fix="choose a folder you can write to, and check the disk has space") from None
-
-
-def optional(value: float | int) -> float | int | None:
-    """kohya's zero-means-unset rule for optional numbers."""
-    return value if value else None
 
 
 # Names the engine implements (kohya's optimizer_type, matched case-insensitively).

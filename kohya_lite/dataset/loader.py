@@ -8,7 +8,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -198,8 +198,3 @@ def _write_npz(path: Path, item: Item) -> None:
         arrays["latents_flipped"] = item.latents_flipped.numpy()
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-
-
-def iter_chunks(seq: list, n: int) -> Iterator[list]:
-    for k in range(0, len(seq), n):
-        yield seq[k:k + n]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -140,7 +140,3 @@ def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
         d = g.get("d")  # Prodigy / DAdapt report d·lr
         out.append(float(lr * d) if d else float(lr))
     return out
-
-
-def trainable(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
-    return [p for p in params if p.requires_grad]

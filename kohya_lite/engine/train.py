@@ -323,7 +323,6 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
     last_time = time.time()
     last_good: Path | None = None
     epoch = start_epoch
-    status = "done"
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             order = data.epoch_batches(epoch, bs, seed)
@@ -439,7 +438,7 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
         if main:
             final = save(ckpt.final_file(name), epoch, with_state=cfg.save_state_on_train_end or cfg.save_state)
             events.emit("done", path=final, step=global_step, epoch=epoch, seconds=round(time.time() - started_at, 1))
-        return TrainResult(status, final, global_step, epoch, saved)
+        return TrainResult("done", final, global_step, epoch, saved)
     except _Stop:
         path = save(ckpt.step_file(name, global_step), epoch - 1, with_state=True) if main else None
         events.emit("stopped", path=path, step=global_step, epoch=epoch,
