@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +15,7 @@ import torch
 
 from kohya_lite.dataset.buckets import Assignment, BucketSettings
 from kohya_lite.dataset.folders import DatasetSummary, read_caption
-from kohya_lite.dataset.images import image_problem, image_size, load_rgb
+from kohya_lite.dataset.images import image_size, load_rgb
 
 
 @dataclass
@@ -38,7 +38,6 @@ class Item:
 class TrainingSet:
     items: list[Item]  # distinct images
     samples: list[int]  # item index per sample per epoch (repeats applied, reg balanced)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def num_train_samples(self) -> int:
@@ -73,19 +72,14 @@ class TrainingSet:
         return batches
 
 
-def build_training_set(summary: DatasetSummary, buckets: BucketSettings, caption_extension: str,
-                       warn: Callable[[str], None] = lambda m: None) -> TrainingSet:
+def build_training_set(summary: DatasetSummary, buckets: BucketSettings, caption_extension: str) -> TrainingSet:
+    """Items, repeats and reg balancing for a dataset whose images `check.run_check` has already verified
+    (it drops unreadable images from the summary and warns about each), so no image is decoded here."""
     items: list[Item] = []
-    skipped: list[tuple[Path, str]] = []
     train_samples: list[int] = []
     reg_pool: list[tuple[int, int]] = []  # (item index, repeats)
     for subset in summary.subsets:
         for path in subset.images:
-            problem = image_problem(path)
-            if problem:
-                skipped.append((path, problem))
-                warn(f"skipping image '{path}': {problem}")
-                continue
             caption, _ = read_caption(path, caption_extension, subset.tokens)
             size = image_size(path)
             items.append(Item(path, caption, subset.name, subset.is_reg, size, buckets.assign(size)))
@@ -97,7 +91,7 @@ def build_training_set(summary: DatasetSummary, buckets: BucketSettings, caption
     samples = list(train_samples)
     if reg_pool and train_samples:
         samples += balance_reg(reg_pool, len(train_samples))
-    return TrainingSet(items, samples, skipped)
+    return TrainingSet(items, samples)
 
 
 def balance_reg(pool: list[tuple[int, int]], target: int) -> list[int]:

@@ -132,8 +132,7 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
     w, h = parse_resolution(cfg.max_resolution)
     buckets = BucketSettings((w, h), cfg.enable_bucket, cfg.min_bucket_reso, cfg.max_bucket_reso,
                              cfg.bucket_reso_steps, cfg.bucket_no_upscale)
-    data: TrainingSet = build_training_set(check.dataset, buckets, cfg.caption_extension,
-                                           warn=lambda m: events.emit("warning", message=m))
+    data: TrainingSet = build_training_set(check.dataset, buckets, cfg.caption_extension)
     if not data.samples:
         raise UserError("no usable training images", field="train_data_dir", fix="add readable images to the N_name folders")
     use_cache = (cfg.cache_latents or cfg.cache_latents_to_disk) and not (cfg.color_aug or cfg.random_crop)
