@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohya_lite.check import run_check
+from kohya_lite.check import CheckResult, run_check
 from kohya_lite.config import TrainingConfig, config_json
 from kohya_lite.fileio import write_text_atomic
 from kohya_lite.engine.events import read_events
@@ -101,10 +101,12 @@ class Worker:
         self._reattach()
 
     # ---- starting ------------------------------------------------------------------------------
-    def start(self, cfg: TrainingConfig, *, resume: str | None = None) -> str:
+    def start(self, cfg: TrainingConfig, *, resume: str | None = None, checked: CheckResult | None = None) -> str:
+        """Start `cfg` in a child process; `checked` is the caller's pre-flight of this same config (the page
+        runs one to show every problem), so it is not run twice."""
         if self.status().active:
             raise UserError("a training run is already in progress", fix="wait for it to finish, or press Stop first")
-        result = run_check(cfg)
+        result = checked if checked is not None else run_check(cfg)
         if result.errors:
             p = result.errors[0]
             more = f" (and {len(result.errors) - 1} more: press Check to see them all)" if len(result.errors) > 1 else ""

@@ -126,7 +126,7 @@ def build(page: Page, worker: Any, app: gr.Blocks, train_btn: gr.Button, stop_bt
         if not result.ok:
             return page.show_check(result, "")
         try:
-            run_id = worker.start(cfg)
+            run_id = worker.start(cfg, checked=result)
         except UserError as exc:
             return page.show_problems([exc.problem], "❌ Training did not start.")
         _allow(app, cfg.output_dir)
