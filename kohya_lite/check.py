@@ -52,6 +52,7 @@ class CheckResult:
 
 def run_check(cfg: TrainingConfig, *, verify_images: bool = True) -> CheckResult:
     r = CheckResult()
+    _check_not_implemented(cfg, r)
     _check_model(cfg, r)
     _check_network(cfg, r)
     _check_learning(cfg, r)
@@ -61,6 +62,15 @@ def run_check(cfg: TrainingConfig, *, verify_images: bool = True) -> CheckResult
     _check_dataset(cfg, r, verify_images=verify_images)
     _check_samples(cfg, r)
     return r
+
+
+def _check_not_implemented(cfg: TrainingConfig, r: CheckResult) -> None:
+    from kohya_lite.config import DEFAULTS, NOT_IMPLEMENTED
+
+    for name, why in NOT_IMPLEMENTED.items():
+        value = getattr(cfg, name)
+        if value != getattr(DEFAULTS, name) and value not in ("", None):
+            r.warn(f"{name} = {value!r} will be ignored: {why}", field=name, fix="clear it (nothing changes when you do)")
 
 
 def _check_samples(cfg: TrainingConfig, r: CheckResult) -> None:
@@ -147,6 +157,10 @@ def _check_network(cfg: TrainingConfig, r: CheckResult) -> None:
         r.error(f"network_dim (rank) must be at least 1, got {cfg.network_dim}", field="network_dim", fix="use 4–32 for most subjects")
     if cfg.network_alpha < 0:
         r.error("network_alpha cannot be negative", field="network_alpha", fix="use 1 or the same value as the rank")
+    elif cfg.network_alpha == 0:
+        r.warn("network_alpha 0 trains with alpha 1 (scale 1/rank), as kohya_ss and sd-scripts do: kohya_ss drops "
+               "zero values and sd-scripts then uses its default of 1", field="network_alpha",
+               fix="set network_alpha explicitly (1, or the rank for scale 1) to make it plain")
     if cfg.LoRA_type == "Kohya LoCon" and cfg.conv_dim < 1:
         r.error("Kohya LoCon needs conv_dim ≥ 1", field="conv_dim", fix="set conv_dim, e.g. 4–16")
     for name in ("network_dropout", "rank_dropout", "module_dropout", "caption_dropout_rate"):
@@ -224,8 +238,6 @@ def _check_learning(cfg: TrainingConfig, r: CheckResult) -> None:
         r.error(f"max_token_length must be 75, 150 or 225, got {cfg.max_token_length}", field="max_token_length", fix="use 75")
     if cfg.keep_tokens < 0:
         r.error("keep_tokens cannot be negative", field="keep_tokens", fix="use 0, or 1 to keep the trigger word first")
-    if cfg.stop_text_encoder_training:
-        r.warn("stop_text_encoder_training is ignored for LoRA (as in kohya_ss)", field="stop_text_encoder_training", fix="set it to 0")
     if cfg.sdxl_cache_text_encoder_outputs and cfg.sdxl:
         if cfg.train_text_encoder:
             r.error("caching text-encoder outputs needs UNet-only training", field="sdxl_cache_text_encoder_outputs",

@@ -129,6 +129,8 @@ class TrainingConfig:
     caption_extension: str = ".txt"
     shuffle_caption: bool = False
     keep_tokens: int = 0
+    keep_tokens_separator: str = ""
+    caption_tag_dropout_rate: float = 0.0
     caption_dropout_rate: float = 0.0
     caption_dropout_every_n_epochs: int = 0
     flip_aug: bool = False
@@ -176,6 +178,7 @@ class TrainingConfig:
     sample_every_n_epochs: int = 0
     sample_sampler: str = "euler_a"
     sample_prompts: str = ""
+    sample_at_first: bool = False
     # SDXL
     sdxl_cache_text_encoder_outputs: bool = False
     sdxl_no_half_vae: bool = True
@@ -217,6 +220,26 @@ class TrainingConfig:
 
     def replace(self, **changes: Any) -> "TrainingConfig":
         return dataclasses.replace(self, extra=dict(self.extra), **changes)
+
+
+# Fields kohya-lite keeps (so a kohya_ss config round-trips) but does not act on, with the reason. `check` warns
+# when one is set to anything but its default; the page shows them greyed out with the reason.
+NOT_IMPLEMENTED: dict[str, str] = {
+    "fp8_base": "fp8 base weights are not implemented; the base model runs in the mixed-precision dtype",
+    "masked_loss": "masked loss (the image's alpha channel as a loss mask) is not implemented",
+    "weighted_captions": "(word:1.2) caption weights are not implemented; captions train as written",
+    "no_token_padding": "sd-scripts' LoRA training does not use it either",
+    "log_with": "only TensorBoard logging (in the logging folder) is implemented",
+    "wandb_api_key": "Weights & Biases logging is not implemented",
+    "wandb_run_name": "Weights & Biases logging is not implemented",
+    "stop_text_encoder_training": "ignored for LoRA, as in kohya_ss",
+    "additional_parameters": "extra sd-scripts command-line arguments are not read; set the matching fields instead",
+}
+# Fields whose purpose kohya-lite serves another way: kept and shown, never warned about.
+HANDLED_OTHERWISE: dict[str, str] = {
+    "xformers": "PyTorch's scaled-dot-product attention is always used (as fast as xformers)",
+    "mem_eff_attn": "PyTorch's scaled-dot-product attention is always used",
+}
 
 
 def unet_lr_of(cfg: TrainingConfig) -> float:
@@ -404,11 +427,11 @@ def save_config(cfg: TrainingConfig, path: str | os.PathLike) -> None:
 # Names the engine implements (kohya's optimizer_type, matched case-insensitively).
 OPTIMIZERS = (
     "AdamW", "AdamW8bit", "PagedAdamW8bit", "PagedAdamW", "PagedAdamW32bit", "Lion", "Lion8bit", "PagedLion8bit",
-    "SGDNesterov", "SGDNesterov8bit", "Prodigy", "DAdaptation", "DAdaptAdam", "DAdaptAdaGrad", "DAdaptAdan",
-    "DAdaptLion", "DAdaptSGD", "Adafactor",
+    "SGDNesterov", "SGDNesterov8bit", "Prodigy", "DAdaptation", "DAdaptAdamPreprint", "DAdaptAdam", "DAdaptAdaGrad",
+    "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD", "Adafactor",
 )
 SCHEDULERS = (
-    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial", "piecewise_constant",
 )
 SAMPLERS = (
     "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++", "dpmsingle",

@@ -71,6 +71,7 @@ def demo_config(root: Path, model_path: Path) -> TrainingConfig:
         pretrained_model_name_or_path=str(model_path), model_list="custom", v2=False, v_parameterization=False,
         sdxl=False, train_data_dir=str(root / "img"), reg_data_dir="", output_dir=str(root / "model"),
         logging_dir=str(root / "log"), output_name="zkz_demo", sample_every_n_epochs=1, sample_every_n_steps=0,
+        sample_at_first=True,
         sample_sampler="euler_a", sample_prompts="zkz object --w 64 --h 64 --s 8 --d 1",
     )
 

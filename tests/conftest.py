@@ -66,3 +66,23 @@ def tiny_sd2_single_file(tiny_sd2_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sdxl_single_file(tiny_sdxl_dir) -> Path:
     return tiny_sdxl_dir / SINGLE_FILE_NAME.format(family="sdxl")
+
+
+# ---- GPU tests: skipped without CUDA, and the summary says so ------------------------------------------------------
+_GPU_SKIPPED: list[str] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+            _GPU_SKIPPED.append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _GPU_SKIPPED:
+        terminalreporter.write_line(f"{len(_GPU_SKIPPED)} GPU tests skipped: no CUDA device on this machine "
+                                    "(run benchmarks/gpu_check.sh where there is one)")

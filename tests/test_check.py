@@ -186,3 +186,20 @@ def test_cli_check_exit_codes_and_no_changes(project):
     broken.write_text("{nope")
     res = run(broken)
     assert res.returncode == 2 and "not valid JSON" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_options_kohya_lite_ignores_are_named(project):
+    """Fields kept for the round trip but not acted on get a warning when set; HANDLED_OTHERWISE ones never do."""
+    _, cfg = project
+    assert not {p.field for p in run_check(cfg).warnings} & {"masked_loss", "fp8_base", "xformers"}
+    r = run_check(cfg.replace(masked_loss=True, fp8_base=True, weighted_captions=True, log_with="wandb",
+                              additional_parameters="--network_train_unet_only", xformers="none", mem_eff_attn=True))
+    warned = {p.field for p in r.warnings if "ignored" in p.message}
+    assert warned == {"masked_loss", "fp8_base", "weighted_captions", "log_with", "additional_parameters"}
+    assert r.ok
+
+
+def test_network_alpha_zero_is_explained(project):
+    _, cfg = project
+    w = [p for p in run_check(cfg.replace(network_alpha=0)).warnings if p.field == "network_alpha"]
+    assert w and "alpha 1" in w[0].message

@@ -352,3 +352,24 @@ def test_cli_generate_writes_png_with_parameters(tiny_sd1_dir, lora_dir, tmp_pat
     assert rc == 2 and "no LoRA named 'nope'" in err and "Traceback" not in err
     assert cli.main(["generate", "--model", str(tiny_sd1_dir), "a <lora:x", "--out", str(tmp_path / "y.png")]) == 2
     assert "unclosed" in capsys.readouterr().err
+
+
+def test_cli_device_option(tiny_sd1_dir, lora_dir, tmp_path, capsys):
+    """--device cpu renders in fp32 on the CPU; a CUDA device on a machine without one is a plain error,
+    given before the model loads."""
+    import torch
+
+    from kohya_lite.generate import inference_placement
+
+    assert inference_placement("cpu") == (torch.device("cpu"), torch.float32)
+    rc = cli.main(["generate", "--model", str(tiny_sd1_dir), "--device", "cpu", "a cat", "--steps", "1",
+                   "--width", "64", "--height", "64", "--out", str(tmp_path / "c.png")])
+    assert rc == 0 and (tmp_path / "c.png").is_file()
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        rc = cli.main(["generate", "--model", str(tiny_sd1_dir), "--device", "cuda", "a cat",
+                       "--out", str(tmp_path / "g.png")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "no usable NVIDIA GPU" in err and "Traceback" not in err
+    rc = cli.main(["generate", "--model", str(tiny_sd1_dir), "--device", "toaster", "a cat", "--out", str(tmp_path / "t.png")])
+    assert rc == 2 and "not a device" in capsys.readouterr().err

@@ -24,10 +24,11 @@ def _run(cfg_dict):
 
 def test_step_samples_names_and_baseline(tiny_sd1_dir, tmp_path):
     make_images(tmp_path / "img" / "2_zkz object", 3)  # 6 samples, batch 2 → 3 steps/epoch
-    cfg = tiny_config(tiny_sd1_dir, tmp_path, epoch=2, sample_every_n_steps=2, sample_prompts=PROMPTS)
+    cfg = tiny_config(tiny_sd1_dir, tmp_path, epoch=2, sample_every_n_steps=2, sample_prompts=PROMPTS,
+                      sample_at_first=True)
     result, events = _run(cfg)
     samples = [e for e in events if e["type"] == "sample"]
-    # a baseline before the first step, then steps 2 and 4 and 6 (2 prompts each)
+    # a baseline before the first step (sample_at_first), then steps 2 and 4 and 6 (2 prompts each)
     assert [(e["step"], e["index"]) for e in samples] == [(s, i) for s in (0, 2, 4, 6) for i in (0, 1)]
     for e in samples:
         name = Path(e["path"]).name
@@ -47,10 +48,9 @@ def test_epoch_sampling_wins_over_steps(tiny_sd1_dir, tmp_path):
                       sample_prompts=str(prompt_file))
     _, events = _run(cfg)
     samples = [e for e in events if e["type"] == "sample"]
-    assert [(e["step"], e["epoch"]) for e in samples] == [(0, 0), (2, 1), (4, 2)]
+    assert [(e["step"], e["epoch"]) for e in samples] == [(2, 1), (4, 2)], "no baseline without sample_at_first"
     names = [Path(e["path"]).name for e in samples]
-    assert re.fullmatch(r"zkz_000000_00_\d{14}_3\.png", names[0])
-    assert re.fullmatch(r"zkz_e000001_00_\d{14}_3\.png", names[1]) and names[2].startswith("zkz_e000002_00_")
+    assert re.fullmatch(r"zkz_e000001_00_\d{14}_3\.png", names[0]) and names[1].startswith("zkz_e000002_00_")
 
 
 def test_sampling_does_not_change_the_trained_weights(tiny_sd1_dir, tmp_path):
@@ -58,7 +58,7 @@ def test_sampling_does_not_change_the_trained_weights(tiny_sd1_dir, tmp_path):
     common = dict(epoch=2, save_every_n_epochs=0, save_precision="float", network_dropout=0.1, flip_aug=True)
     _run(tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "a"), **common))
     _, events = _run(tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "b"), sample_every_n_steps=1,
-                                 sample_prompts="zkz object --w 64 --h 64 --s 2", **common))
+                                 sample_at_first=True, sample_prompts="zkz object --w 64 --h 64 --s 2", **common))
     assert sum(e["type"] == "sample" for e in events) == 7
     a, b = load_file(tmp_path / "a" / "zkz.safetensors"), load_file(tmp_path / "b" / "zkz.safetensors")
     assert a.keys() == b.keys()

@@ -177,3 +177,13 @@ def test_open_preset_keeps_path_and_save_as_sets_it(app, tmp_path):
     assert out[page.config_path] == str(target.with_suffix(".json"))
     assert load_config(target.with_suffix(".json"))[0].max_resolution == "64,64"
     assert out[page.dirty] == ""
+
+
+def test_ignored_fields_are_greyed_with_the_reason(app):
+    from kohya_lite.config import NOT_IMPLEMENTED
+
+    page = app.kohya_page
+    for name, why in NOT_IMPLEMENTED.items():
+        widget = page.widgets[name]
+        assert widget.interactive is False and why in (widget.info or ""), name
+    assert page.widgets["learning_rate"].interactive is not False

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from kohya_lite.errors import UserError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+from kohya_lite.media import IMAGE_EXTENSIONS, load_rgb
 
 
 def is_image_file(path: Path) -> bool:
@@ -56,34 +54,6 @@ def find_images(folder: str | Path, *, recursive: bool = False, required: bool =
     return images
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16/32-bit integer and float grayscale -> 8-bit 'L' (PIL's own convert clips instead of scaling)."""
-    arr = np.asarray(img)
-    if img.mode == "F":
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-    else:
-        scaled = arr.astype(np.float64) * (255.0 / 65535.0) if arr.max() > 255 else arr
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL image -> 'RGB'; transparent pixels become white."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        img = _to_8bit(img)
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        img.mode in ("P", "L", "RGB") and "transparency" in img.info
-    )
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
 def load_image(path: str | Path) -> Image.Image:
     """Open an image read-only as RGB, EXIF-rotated, alpha over white. Raises on unreadable files."""
-    with Image.open(path) as img:
-        img.load()  # decode now, so a truncated or corrupt file fails here
-        img = ImageOps.exif_transpose(img)
-        return to_rgb(img)
+    return load_rgb(path)

@@ -22,6 +22,8 @@ def _model_args(parser) -> None:
     parser.add_argument("--v2", action="store_true", help="SD2 single file that cannot be detected")
     parser.add_argument("--v-parameterization", action="store_true", help="v-prediction model (SD2 768-v)")
     parser.add_argument("--sdxl", action="store_true", help="SDXL single file that cannot be detected")
+    parser.add_argument("--device", default="auto", help="auto (the GPU in half precision when there is one), cpu, "
+                        "cuda or cuda:N")
     parser.add_argument("--lora-dir", default=str(DEFAULT_LORA_DIR), metavar="DIR",
                         help=f"LoRA library folder for <lora:NAME:WEIGHT> tags (default {DEFAULT_LORA_DIR})")
 
@@ -77,9 +79,12 @@ def _request(args, prompt: str):
 
 
 def _load(args):
+    from kohya_lite.generate import inference_placement, place_for_inference
     from kohya_lite.models.load import load_model
 
-    return load_model(args.model, v2=args.v2, v_parameterization=args.v_parameterization, sdxl=args.sdxl)
+    device, dtype = inference_placement(args.device)  # a bad --device fails before the (slow) model load
+    model = load_model(args.model, v2=args.v2, v_parameterization=args.v_parameterization, sdxl=args.sdxl)
+    return place_for_inference(model, device, dtype)
 
 
 def run_generate(args) -> int:

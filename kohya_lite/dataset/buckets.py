@@ -104,3 +104,24 @@ class BucketSettings:
             return assign_no_upscale(size, self.resolution[0] * self.resolution[1], self.steps)
         lo, hi = snap_bucket_range(self.min_reso, self.max_reso, self.steps)
         return assign_to_list(size, make_bucket_list(self.resolution, lo, hi, self.steps))
+
+
+def conditioning_crop_ltrb(bucket: tuple[int, int], original_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """sd-scripts' `get_crop_ltrb`, the box SDXL's crop conditioning is computed from: the image scaled to fit
+    *inside* the bucket, centred (left/top floor-divided, as floats)."""
+    (bw, bh), (ow, oh) = bucket, original_size
+    image_ar = ow / oh
+    if bw / bh > image_ar:
+        rw, rh = bh * image_ar, float(bh)
+    else:
+        rw, rh = float(bw), bw / image_ar
+    left, top = (bw - rw) // 2, (bh - rh) // 2
+    return left, top, left + rw, top + rh
+
+
+def sdxl_crop_top_left(bucket: tuple[int, int], original_size: tuple[int, int], flipped: bool) -> tuple[int, int]:
+    """(top, left) for SDXL's `crops_coords_top_left`; a flipped image measures left from the right edge."""
+    left, top, right, _ = conditioning_crop_ltrb(bucket, original_size)
+    if flipped:
+        left = bucket[0] - right
+    return int(top), int(left)

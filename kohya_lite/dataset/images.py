@@ -5,21 +5,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-Image.MAX_IMAGE_PIXELS = 200_000_000  # large photos are fine; absurd ones are still refused
+from kohya_lite.media import load_rgb  # noqa: F401  (the one image loader, re-exported)
 
-
-def load_rgb(path: str | Path) -> Image.Image:
-    """RGB image with EXIF orientation applied; transparent areas composited onto white."""
-    with Image.open(path) as im:
-        im.load()
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA")
-            background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(background, im)
-        return im.convert("RGB")
 
 
 def image_problem(path: str | Path) -> str | None:

@@ -4,6 +4,7 @@ pixel transforms and latent caching (memory or disk)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -95,21 +96,44 @@ def build_training_set(summary: DatasetSummary, buckets: BucketSettings, caption
 
 
 def balance_reg(pool: list[tuple[int, int]], target: int) -> list[int]:
-    """sd-scripts: reg samples fill exactly `target` slots, repeated round-robin one image at a time."""
-    out: list[int] = []
-    while len(out) < target:
+    """sd-scripts' reg balancing: a first pass takes each reg image with its folder's repeats (it may overshoot
+    `target`, and images it does not reach are unused); later passes add one repeat to one image at a time."""
+    counts: dict[int, int] = {}
+    n, first = 0, True
+    while pool and n < target:
         for idx, repeats in pool:
-            for _ in range(repeats):
-                if len(out) >= target:
-                    break
-                out.append(idx)
-    return out
+            if first:
+                counts[idx] = repeats
+                n += repeats
+            else:
+                counts[idx] += 1
+                n += 1
+            if n >= target:
+                break
+        first = False
+    return [idx for idx, c in counts.items() for _ in range(c)]
 
 
 # ---- pixels -------------------------------------------------------------------------------------
-def load_pixels(item: Item, *, random_crop: bool = False, flip: bool = False,
-                rng: random.Random | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
-    """[3, H, W] in [-1, 1] at the item's bucket size, and the crop's (top, left) for SDXL conditioning."""
+def color_augment(img: np.ndarray, rng: random.Random) -> np.ndarray:
+    """sd-scripts' color_aug: a third of the time, a hue shift of up to ±8 (OpenCV units) or a gamma of 0.95–1.05."""
+    import cv2
+
+    if rng.random() > 0.33:
+        return img
+    if rng.random() > 0.5:
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        shift = rng.uniform(-8, 8) % 180
+        hsv[:, :, 0] = ((hsv[:, :, 0].astype(np.float32) + shift) % 180).astype(np.uint8)
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    gamma = rng.uniform(0.95, 1.05)
+    return np.clip(img.astype(np.float32) ** gamma, 0, 255).astype(np.uint8)
+
+
+def load_pixels(item: Item, *, random_crop: bool = False, flip: bool = False, color_aug: bool = False,
+                rng: random.Random | None = None) -> torch.Tensor:
+    """[3, H, W] in [-1, 1] at the item's bucket size: resized to cover the bucket, cropped (centred, or at a
+    random offset with `random_crop`), colour-augmented and mirrored as asked."""
     import cv2
 
     img = np.asarray(load_rgb(item.image))  # read-only view; copied below
@@ -123,40 +147,65 @@ def load_pixels(item: Item, *, random_crop: bool = False, flip: bool = False,
         left, top = rng.randint(0, rw - bw), rng.randint(0, rh - bh)
     else:
         left, top = (rw - bw) // 2, (rh - bh) // 2
-    img = img[top:top + bh, left:left + bw]
+    img = np.ascontiguousarray(img[top:top + bh, left:left + bw])
+    if color_aug and rng is not None:
+        img = color_augment(img, rng)
     if flip:
         img = img[:, ::-1]
-    t = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 127.5 - 1.0
-    return t, (top, left)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
 # ---- latent caching -----------------------------------------------------------------------------
-def cache_file(cache_dir: Path, item: Item, family: str) -> Path:
+def latent_scale(vae) -> int:
+    """Pixels per latent pixel: 2^(levels − 1) (8 for every Stable Diffusion VAE)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def vae_fingerprint(vae) -> str:
+    """A short id of a VAE's config and weights (a digest of every 8th tensor's first 4 KiB), so latents
+    cached with one VAE are never reused with another."""
+    h = hashlib.sha1(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    for i, (name, tensor) in enumerate(vae.state_dict().items()):
+        if i % 8 == 0:
+            h.update(name.encode())
+            h.update(tensor.detach().reshape(-1)[:1024].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def cache_file(cache_dir: Path, item: Item, vae_id: str) -> Path:
+    """The item's latent file: its name carries the image's path, byte size and mtime and the VAE's id, so an
+    edited image or another VAE never reuses stale latents."""
     w, h = item.bucket
-    digest = hashlib.sha1(str(item.image.resolve()).encode()).hexdigest()[:10]
-    suffix = "sdxl" if family == "sdxl" else "sd"
-    return cache_dir / f"{item.image.stem}_{digest}_{w:04d}x{h:04d}_{suffix}.npz"
+    st = item.image.stat()
+    key = f"{item.image.resolve()}|{st.st_size}|{st.st_mtime_ns}|{vae_id}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return cache_dir / f"{item.image.stem}_{digest}_{w:04d}x{h:04d}.npz"
 
 
 @torch.no_grad()
 def encode_pixels(vae, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Latents (scaled by the VAE's scaling factor) of [-1, 1] pixels, computed in the VAE's dtype."""
     dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
     return dist.sample(generator=generator) * vae.config.scaling_factor
 
 
 @torch.no_grad()
-def cache_latents(items: list[Item], vae, *, flip_aug: bool, family: str, batch_size: int = 1,
+def cache_latents(items: list[Item], vae, *, flip_aug: bool, batch_size: int = 1,
                   cache_dir: Path | None = None, progress: Callable[[int, int], None] | None = None,
                   generator: torch.Generator | None = None) -> None:
-    """Encode every item once (and its mirror with flip_aug), keeping latents on the CPU; reuse/write npz files."""
+    """Encode every item once (and its mirror with flip_aug), keeping fp32 latents on the CPU; reuse/write npz
+    files when `cache_dir` is given."""
+    scale = latent_scale(vae)
+    vae_id = vae_fingerprint(vae) if cache_dir else ""
     todo: list[Item] = []
     for it in items:
-        f = cache_file(cache_dir, it, family) if cache_dir else None
+        f = cache_file(cache_dir, it, vae_id) if cache_dir else None
         if f and f.is_file():
             try:
                 data = np.load(f)
                 lat = torch.from_numpy(data["latents"])
-                if tuple(lat.shape[-2:]) == (it.bucket[1] // 8, it.bucket[0] // 8) and (not flip_aug or "latents_flipped" in data):
+                if tuple(lat.shape[-2:]) == (it.bucket[1] // scale, it.bucket[0] // scale) \
+                        and (not flip_aug or "latents_flipped" in data):
                     it.latents = lat
                     it.latents_flipped = torch.from_numpy(data["latents_flipped"]) if flip_aug else None
                     continue
@@ -170,14 +219,14 @@ def cache_latents(items: list[Item], vae, *, flip_aug: bool, family: str, batch_
     for group in by_bucket.values():
         for k in range(0, len(group), max(1, batch_size)):
             chunk = group[k:k + batch_size]
-            pixels = torch.stack([load_pixels(it)[0] for it in chunk])
+            pixels = torch.stack([load_pixels(it) for it in chunk])
             lat = encode_pixels(vae, pixels, generator).float().cpu()
             flipped = encode_pixels(vae, pixels.flip(-1), generator).float().cpu() if flip_aug else None
             for j, it in enumerate(chunk):
                 it.latents = lat[j].clone()
                 it.latents_flipped = flipped[j].clone() if flipped is not None else None
                 if cache_dir:
-                    _write_npz(cache_file(cache_dir, it, family), it)
+                    _write_npz(cache_file(cache_dir, it, vae_id), it)
             done += len(chunk)
             if progress:
                 progress(done, len(todo))

@@ -19,30 +19,34 @@ def snr(alphas_bar: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
 
 def offset_noise(noise: torch.Tensor, latents: torch.Tensor, offset: float, *, random_strength: bool = False,
                  adaptive_scale: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """`noise + o·randn(B, C, 1, 1)`; o scaled by U(0,1) or made adaptive to the latent mean."""
+    """`noise + o·randn(B, C, 1, 1)` (sd-scripts `apply_noise_offset`). With `random_strength` o is scaled by
+    one U(0, 1) draw for the whole batch; `adaptive_scale` adds `scale·|mean(latents)|` per sample and channel.
+    Random numbers come from `generator` on the CPU, so a run is reproducible on any device."""
     if not offset:
         return noise
     b, c = latents.shape[:2]
     strength: torch.Tensor | float = offset
     if random_strength:
-        strength = offset * torch.rand(b, 1, 1, 1, generator=generator, device=latents.device)
+        strength = offset * torch.rand(1, generator=generator).item()
     if adaptive_scale:
-        mean = latents.mean(dim=(2, 3), keepdim=True).abs()
+        mean = latents.float().mean(dim=(2, 3), keepdim=True).abs()
         strength = torch.clamp(strength + adaptive_scale * mean, min=0.0)
-    return noise + strength * torch.randn(b, c, 1, 1, generator=generator, device=latents.device, dtype=latents.dtype)
+    shift = torch.randn(b, c, 1, 1, generator=generator).to(noise.device, noise.dtype)
+    return noise + strength * shift
 
 
 def pyramid_noise(noise: torch.Tensor, iterations: int, discount: float,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Multires noise: upsampled coarse noise added with weight discount^i, then renormalised."""
+    """Multires noise (sd-scripts `pyramid_noise_like`): for i = 0 … iterations−1 add noise drawn at
+    1/r^i of the size (r ~ U(2, 4)), upsampled bilinearly, weighted discount^i; stop at 1 pixel; renormalise."""
     if iterations <= 0:
         return noise
     b, c, h, w = noise.shape
     out = noise.clone()
-    for i in range(1, iterations):
-        r = float(torch.rand(1, generator=generator).item()) * 2 + 2
+    for i in range(iterations):
+        r = torch.rand(1, generator=generator).item() * 2 + 2
         sh, sw = max(1, int(h / r**i)), max(1, int(w / r**i))
-        coarse = torch.randn(b, c, sh, sw, generator=generator, device=noise.device, dtype=noise.dtype)
+        coarse = torch.randn(b, c, sh, sw, generator=generator).to(noise.device, noise.dtype)
         out = out + F.interpolate(coarse, size=(h, w), mode="bilinear") * discount**i
         if sh == 1 or sw == 1:
             break

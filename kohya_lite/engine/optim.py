@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -62,9 +61,13 @@ def _construct(opt: str, groups: list[dict], lr: float, kw: dict) -> torch.optim
     if opt.startswith("DAdapt"):
         import dadaptation
 
-        cls = {"DAdaptation": "DAdaptAdam", "DAdaptAdam": "DAdaptAdam", "DAdaptAdaGrad": "DAdaptAdaGrad",
-               "DAdaptAdan": "DAdaptAdan", "DAdaptLion": "DAdaptLion", "DAdaptSGD": "DAdaptSGD"}[opt]
-        return getattr(dadaptation, cls)(groups, lr=lr, **kw)
+        import dadaptation.experimental as experimental
+
+        if opt in ("DAdaptation", "DAdaptAdamPreprint"):  # sd-scripts: plain "DAdaptation" is the preprint Adam
+            return experimental.DAdaptAdamPreprint(groups, lr=lr, **kw)
+        if opt == "DAdaptAdanIP":
+            return experimental.DAdaptAdanIP(groups, lr=lr, **kw)
+        return getattr(dadaptation, opt)(groups, lr=lr, **kw)
     if opt == "Adafactor":
         from transformers.optimization import Adafactor
 
@@ -86,49 +89,87 @@ def warmup_steps(total_steps: int, lr_warmup_percent: int, lr_warmup_steps: int)
     return int(lr_warmup_percent / 100 * total_steps)
 
 
-def lr_lambda(name: str, total_steps: int, warmup: int, num_cycles: int = 1, power: float = 1.0):
-    """LR multiplier per step, the formulas diffusers' get_scheduler uses (so resume is exact and pure)."""
-    total = max(1, total_steps)
-
-    def f(step: int) -> float:
-        if name == "constant":
-            return 1.0
-        if step < warmup:
-            return step / max(1, warmup)
-        if name == "constant_with_warmup":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        if name == "linear":
-            return max(0.0, 1.0 - progress)
-        if name == "cosine":
-            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-        if name == "cosine_with_restarts":
-            if progress >= 1.0:
-                return 0.0
-            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((max(1, num_cycles) * progress) % 1.0))))
-        if name == "polynomial":
-            lr_end_ratio = 1e-7
-            if step > total:
-                return lr_end_ratio
-            decay = (1 - lr_end_ratio) * (1 - progress) ** power + lr_end_ratio
-            return decay
-        raise UserError(f"unknown lr_scheduler '{name}'", field="lr_scheduler", fix="choose cosine, constant, linear, …")
-
-    return f
+# Custom scheduler classes (`lr_scheduler_type`) may come from these modules only: a config file must not be able
+# to import arbitrary code.
+SCHEDULER_MODULES = ("torch.optim.lr_scheduler", "transformers.optimization", "diffusers.optimization")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int, warmup: int,
-                    num_cycles: int = 1, power: float = 1.0) -> torch.optim.lr_scheduler.LambdaLR:
-    if name == "constant" and warmup:
-        raise UserError("the 'constant' scheduler cannot warm up", field="lr_warmup", fix="set warmup to 0 or use constant_with_warmup")
-    fn = lr_lambda(name, total_steps, warmup, num_cycles, power)
-    fn(0)  # validates the name
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+                    num_cycles: int = 1, power: float = 1.0, args_text: str = "",
+                    scheduler_type: str = "") -> torch.optim.lr_scheduler.LRScheduler:
+    """The LR schedule as sd-scripts builds it (`get_scheduler_fix`): diffusers' schedule functions with
+    `lr_scheduler_args` passed through (e.g. `lr_end` for polynomial, an absolute LR), a custom class with
+    `lr_scheduler_type`, and transformers' AdafactorSchedule for Adafactor with relative_step.
+    The scheduler is stepped once per optimizer step."""
+    from diffusers.optimization import TYPE_TO_SCHEDULER_FUNCTION, SchedulerType
+
+    kwargs = parse_kv_args(args_text, "lr_scheduler_args")
+    if scheduler_type:
+        if warmup:
+            raise UserError(f"the custom scheduler '{scheduler_type}' cannot warm up", field="lr_warmup",
+                            fix="set LR warmup to 0 (warmup belongs to the scheduler's own arguments)")
+        return _custom_scheduler(optimizer, scheduler_type, kwargs)
+    if _is_relative_adafactor(optimizer):
+        from transformers.optimization import AdafactorSchedule
+
+        if warmup:
+            raise UserError("Adafactor with relative_step cannot use LR warmup", field="lr_warmup",
+                            fix="set warmup to 0, or add 'relative_step=False' to optimizer_args")
+        return AdafactorSchedule(optimizer, initial_lr=0.0)
+    try:
+        kind = SchedulerType(name)
+    except ValueError:
+        raise UserError(f"unknown lr_scheduler '{name}'", field="lr_scheduler", fix="choose cosine, constant, linear, …") from None
+    fn = TYPE_TO_SCHEDULER_FUNCTION[kind]
+    if kind in (SchedulerType.CONSTANT, SchedulerType.PIECEWISE_CONSTANT):
+        if warmup:
+            raise UserError(f"the '{name}' scheduler cannot warm up", field="lr_warmup",
+                            fix="set warmup to 0 or use constant_with_warmup")
+        call = lambda: fn(optimizer, **kwargs)  # noqa: E731
+    elif kind == SchedulerType.CONSTANT_WITH_WARMUP:
+        call = lambda: fn(optimizer, num_warmup_steps=warmup, **kwargs)  # noqa: E731
+    elif kind == SchedulerType.COSINE_WITH_RESTARTS:
+        call = lambda: fn(optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,  # noqa: E731
+                          num_cycles=max(1, num_cycles), **kwargs)
+    elif kind == SchedulerType.POLYNOMIAL:
+        call = lambda: fn(optimizer, num_warmup_steps=warmup, num_training_steps=total_steps, power=power,  # noqa: E731
+                          **kwargs)
+    else:
+        call = lambda: fn(optimizer, num_warmup_steps=warmup, num_training_steps=total_steps, **kwargs)  # noqa: E731
+    try:
+        return call()
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"lr_scheduler_args do not fit the '{name}' scheduler: {exc}", field="lr_scheduler_args",
+                        fix="remove or rename the arguments this scheduler does not take") from None
+
+
+def _custom_scheduler(optimizer, scheduler_type: str, kwargs: dict):
+    import importlib
+
+    module_name, _, class_name = scheduler_type.rpartition(".")
+    module_name = module_name or "torch.optim.lr_scheduler"
+    if module_name not in SCHEDULER_MODULES:
+        raise UserError(f"lr_scheduler_type '{scheduler_type}' is not from a known scheduler module",
+                        field="lr_scheduler_type",
+                        fix="use a class of torch.optim.lr_scheduler (e.g. CosineAnnealingLR), or leave it empty")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not isinstance(cls, type):
+        raise UserError(f"there is no scheduler '{class_name}' in {module_name}", field="lr_scheduler_type",
+                        fix="check the class name's spelling, e.g. CosineAnnealingLR")
+    try:
+        return cls(optimizer, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{class_name} does not accept these lr_scheduler_args: {exc}", field="lr_scheduler_args",
+                        fix=f"give the arguments {class_name} needs, e.g. 'T_max=30' for CosineAnnealingLR") from None
+
+
+def _is_relative_adafactor(optimizer) -> bool:
+    return type(optimizer).__name__ == "Adafactor" and bool(optimizer.defaults.get("relative_step"))
 
 
 def describe_optimizer(optimizer: torch.optim.Optimizer, args_text: str) -> str:
-    """sd-scripts' ss_optimizer form: module.Class(args)."""
-    cls = type(optimizer)
+    """sd-scripts' ss_optimizer form: module.Class(args), of the optimizer inside accelerate's wrapper."""
+    cls = type(getattr(optimizer, "optimizer", optimizer))
     s = f"{cls.__module__}.{cls.__name__}"
     return f"{s}({','.join(args_text.split())})" if args_text.strip() else s
 

@@ -52,8 +52,30 @@ def render(model, sp: SamplePrompt, *, sampler: str, generator: torch.Generator,
     kwargs = encode_prompt_pair(model, sp.prompt, sp.negative, clip_skip=clip_skip, max_token_length=max_token_length)
     dtype = next(model.unet.parameters()).dtype
     kwargs = {k: v.to(device, dtype) for k, v in kwargs.items()}
-    return pipe(width=sp.width, height=sp.height, num_inference_steps=sp.steps, guidance_scale=sp.cfg_scale,
-                generator=generator, **kwargs).images[0]
+    latents = pipe(width=sp.width, height=sp.height, num_inference_steps=sp.steps, guidance_scale=sp.cfg_scale,
+                   generator=generator, output_type="latent", **kwargs).images
+    return decode_latents(model.vae, latents, pipe.image_processor)
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor, image_processor):
+    """Latents → a PIL image, decoded in the VAE's own dtype and device (SDXL's fp32 'no half' VAE next to a
+    half-precision UNet would otherwise fail on mixed dtypes)."""
+    param = next(vae.parameters())
+    image = vae.decode(latents.to(param.device, param.dtype) / vae.config.scaling_factor).sample
+    return image_processor.postprocess(image.float(), output_type="pil")[0]
+
+
+def samples_due(cfg: TrainingConfig, *, step: int, epoch_end: int | None = None) -> bool:
+    """sd-scripts' sampling schedule: step 0 only with sample_at_first; at an epoch's end every
+    sample_every_n_epochs; after a step every sample_every_n_steps unless an epoch interval is set (epochs win)."""
+    if not cfg.sample_prompts.strip():
+        return False
+    if epoch_end is not None:
+        return cfg.sample_every_n_epochs > 0 and epoch_end % cfg.sample_every_n_epochs == 0
+    if step == 0:
+        return cfg.sample_at_first
+    return cfg.sample_every_n_epochs <= 0 < cfg.sample_every_n_steps and step % cfg.sample_every_n_steps == 0
 
 
 class TrainingSampler:
@@ -64,6 +86,9 @@ class TrainingSampler:
         self.out_dir = out_dir / "sample"
         self.source = prompt_source(cfg, out_dir)
         parse_prompts(self.source.read_text(encoding="utf-8"))  # fail early on a bad prompt line
+
+    def due(self, *, step: int, epoch_end: int | None = None) -> bool:
+        return samples_due(self.cfg, step=step, epoch_end=epoch_end)
 
     def sample(self, *, step: int, epoch: int) -> list[Path]:
         try:

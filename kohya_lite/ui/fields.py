@@ -150,6 +150,10 @@ FIELD_SPECS: list[FieldSpec] = [
     _f("vae", "VAE (optional)", "a separate VAE file or folder", "file", "advanced"),
     _f("additional_parameters", "Additional parameters", "extra engine arguments", "text", "advanced"),
     _f("keep_tokens", "Keep n tokens", "0–32; tokens kept first when shuffling", "int", "advanced"),
+    _f("keep_tokens_separator", "Keep tokens separator", "e.g. '|||': 'fixed ||| shuffled ||| fixed suffix'", "text",
+       "advanced"),
+    _f("caption_tag_dropout_rate", "Rate of tag dropout", "0–1; each shuffled tag is dropped with this chance",
+       "float", "advanced"),
     _f("clip_skip", "Clip skip", "0–12; 2 for anime SD1 models", "int", "advanced"),
     _f("max_token_length", "Max Token Length", "", "choice", "advanced", (75, 150, 225)),
     _f("loss_type", "Loss type", "", "choice", "advanced", ("l2", "huber", "smooth_l1")),
@@ -204,6 +208,7 @@ FIELD_SPECS: list[FieldSpec] = [
     _f("sample_every_n_steps", "Sample every n steps", "0 = off", "int", "samples"),
     _f("sample_every_n_epochs", "Sample every n epochs", "0 = off; wins over steps", "int", "samples"),
     _f("sample_sampler", "Sample sampler", "", "choice", "samples", SAMPLERS),
+    _f("sample_at_first", "Sample at first", "also before the first step (the base model's look)", "bool", "samples"),
     _f("sample_prompts", "Sample prompts", "one per line, e.g. 'zkz woman --w 512 --h 512 --s 28 --d 1'",
        "textarea", "samples", lines=4),
 ]

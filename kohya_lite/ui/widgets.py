@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from kohya_lite.config import HANDLED_OTHERWISE, NOT_IMPLEMENTED
 from kohya_lite.ui.fields import FieldSpec
 from kohya_lite.ui.files import browse_choices, browse_start
 from kohya_lite.ui.safe import safe
@@ -20,6 +21,10 @@ PICKER_KIND = {"path": "dir", "model": "model", "file": "file"}
 
 def field_widget(spec: FieldSpec, value: Any) -> gr.components.Component:
     common = dict(label=spec.label, info=spec.info or None, elem_id=f"f-{spec.name}")
+    if spec.name in NOT_IMPLEMENTED:  # kept for the round trip, greyed out with the reason
+        common.update(info=f"not used: {NOT_IMPLEMENTED[spec.name]}", interactive=False)
+    elif spec.name in HANDLED_OTHERWISE:
+        common.update(info=HANDLED_OTHERWISE[spec.name])
     if spec.kind == "bool":
         return gr.Checkbox(value=bool(value), **common)
     if spec.kind == "int":

@@ -1,0 +1,178 @@
+"""Whole training runs on tiny models for the engine's sd-scripts semantics: accumulation and the LR schedule,
+half precision on the CPU (SDXL with the fp32 VAE and sampling), Adafactor's defaults, alpha 0, resume with a
+drawn seed, skipped non-finite steps, data-loader workers, dim_from_weights, full_bf16, save_last_n_steps."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from dataset_helpers import make_images, tiny_config
+from kohya_lite.config import merge_config
+from kohya_lite.engine.events import EventWriter
+from kohya_lite.engine.train import train
+from kohya_lite.errors import UserError
+
+
+def _train(cfg_dict, **kw):
+    cfg, _ = merge_config(cfg_dict)
+    events = []
+    result = train(cfg, events=EventWriter(listener=events.append), progress_bar=False, **kw)
+    return result, events
+
+
+def _of(events, kind):
+    return [e for e in events if e["type"] == kind]
+
+
+def test_accumulation_steps_the_schedule_once_per_optimizer_step(tiny_sd1_dir, tmp_path):
+    """5 batches an epoch with accumulation 2 → groups of 2, 2, 1: 3 optimizer steps an epoch, 6 in 2 epochs;
+    a linear schedule falls by 1/6 per step and reaches 0 at the last."""
+    make_images(tmp_path / "img" / "5_zkz object", 2)  # 10 samples, batch 2 → 5 batches
+    cfg = tiny_config(tiny_sd1_dir, tmp_path, gradient_accumulation_steps=2, lr_scheduler="linear", learning_rate="0.006",
+                      unet_lr="0.006", text_encoder_lr="0.006", save_every_n_epochs=0)
+    result, events = _train(cfg)
+    start = _of(events, "start")[0]
+    steps = _of(events, "step")
+    assert start["steps_per_epoch"] == 3 and start["total_steps"] == 6 and start["accumulation"] == 2
+    assert [e["step"] for e in steps] == list(range(1, 7)) and result.steps == 6
+    assert [e["epoch"] for e in steps] == [1, 1, 1, 2, 2, 2]
+    lrs = [e["lr"] for e in steps]  # the LR after each step
+    assert lrs == pytest.approx([0.006 * (1 - k / 6) for k in range(1, 7)], abs=1e-12)
+    assert lrs[-1] == 0
+
+
+def test_sdxl_bf16_on_cpu_trains_and_samples(tiny_sdxl_dir, tmp_path):
+    """The half-precision path on the CPU: bf16 autocast, bf16 base weights, the fp32 'no half' VAE decoding
+    samples made by a bf16 UNet, fp32 LoRA weights."""
+    make_images(tmp_path / "img" / "2_zkz object", 2, size=(128, 128))
+    cfg = tiny_config(tiny_sdxl_dir, tmp_path, sdxl=True, max_resolution="128,128", max_bucket_reso=256, epoch=1,
+                      mixed_precision="bf16", sdxl_no_half_vae=True, sample_every_n_epochs=1, sample_at_first=True,
+                      sample_prompts="zkz object --w 128 --h 128 --s 2 --d 3", save_precision="float")
+    result, events = _train(cfg)
+    start = _of(events, "start")[0]
+    assert start["precision"] == "bf16" and start["network_dtype"] == "float32"
+    assert [e["step"] for e in _of(events, "sample")] == [0, 2]
+    assert not [e for e in events if e["type"] == "warning" and e.get("field") == "mixed_precision"]
+    meta = _metadata(result.final_path)
+    assert meta["ss_mixed_precision"] == "bf16"
+    tensors = load_file(result.final_path)
+    assert all(torch.isfinite(v).all() for v in tensors.values())
+    assert any(v.abs().sum() > 0 for k, v in tensors.items() if k.endswith("lora_up.weight")), "it trained"
+
+
+def test_fp16_on_cpu_warns_and_trains_in_fp32(tiny_sd1_dir, tmp_path):
+    make_images(tmp_path / "img" / "1_zkz object", 2)
+    _, events = _train(tiny_config(tiny_sd1_dir, tmp_path, mixed_precision="fp16", max_train_steps=1,
+                                   save_every_n_epochs=0))
+    assert _of(events, "start")[0]["precision"] == "no"
+    assert any(e["type"] == "warning" and e["field"] == "mixed_precision" for e in events)
+
+
+def test_full_bf16_keeps_the_lora_in_bf16(tiny_sd1_dir, tmp_path):
+    make_images(tmp_path / "img" / "2_zkz object", 2)
+    result, events = _train(tiny_config(tiny_sd1_dir, tmp_path, mixed_precision="bf16", full_bf16=True, epoch=1,
+                                        save_every_n_epochs=0))
+    assert _of(events, "start")[0]["network_dtype"] == "bfloat16" and result.status == "done"
+
+
+def test_adafactor_with_its_defaults_trains(tiny_sd1_dir, tmp_path):
+    make_images(tmp_path / "img" / "2_zkz object", 2)
+    result, events = _train(tiny_config(tiny_sd1_dir, tmp_path, optimizer="Adafactor", optimizer_args="",
+                                        lr_scheduler="cosine", lr_warmup=0, epoch=1, save_every_n_epochs=0))
+    assert result.status == "done"
+    assert all(e["lr"] > 0 for e in _of(events, "step"))
+    assert "Adafactor" in _metadata(result.final_path)["ss_optimizer"]
+
+
+def test_network_alpha_zero_trains_at_alpha_one(tiny_sd1_dir, tmp_path):
+    make_images(tmp_path / "img" / "1_zkz object", 2)
+    result, events = _train(tiny_config(tiny_sd1_dir, tmp_path, network_dim=8, network_alpha=0, max_train_steps=1,
+                                        save_every_n_epochs=0, save_precision="float"))
+    alphas = {k: v.item() for k, v in load_file(result.final_path).items() if k.endswith(".alpha")}
+    assert alphas and set(alphas.values()) == {1.0}
+    assert any(e["type"] == "warning" and e["field"] == "network_alpha" for e in events)
+
+
+def test_resume_reuses_a_drawn_seed(tiny_sd1_dir, tmp_path):
+    """seed 0 draws a seed; resuming from a state reuses it, so the resumed run ends exactly where the
+    uninterrupted one did."""
+    make_images(tmp_path / "img" / "3_zkz object", 2)
+    common = dict(seed=0, epoch=3, save_every_n_epochs=1, save_state=True, save_precision="float", flip_aug=True,
+                  network_dropout=0.1, caption_dropout_rate=0.2, shuffle_caption=True)
+    full, events = _train(tiny_config(tiny_sd1_dir, tmp_path, **common))
+    seed = _of(events, "start")[0]["seed"]
+    state = tmp_path / "model" / "zkz-000001-state"
+    assert json.loads((state / "train_state.json").read_text())["seed"] == seed
+    resumed, events2 = _train(tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "again"), **common),
+                              resume=str(state))
+    start = _of(events2, "start")[0]
+    assert start["seed"] == seed and start["resumed_at"] == 3
+    assert [e["step"] for e in _of(events2, "step")] == [4, 5, 6, 7, 8, 9]
+    a, b = load_file(full.final_path), load_file(resumed.final_path)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0)
+
+
+def test_a_non_finite_step_is_skipped_and_counted(tiny_sd1_dir, tmp_path, monkeypatch):
+    """Fault injection: the loss of the third micro-batch is NaN. That step is skipped (no optimizer or scheduler
+    step), counted, and training goes on to a finite file."""
+    import kohya_lite.engine.train as engine
+
+    real, calls = engine.diffusion_loss, {"n": 0}
+
+    def sometimes_nan(*args, **kw):
+        out = real(*args, **kw)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(engine, "diffusion_loss", sometimes_nan)
+    make_images(tmp_path / "img" / "3_zkz object", 2)
+    result, events = _train(tiny_config(tiny_sd1_dir, tmp_path, epoch=1, lr_scheduler="linear", save_precision="float"))
+    steps = _of(events, "step")
+    assert [e["skipped"] for e in steps] == [False, False, True]
+    assert steps[-1]["skipped_total"] == 1 and steps[1]["lr"] == steps[2]["lr"], "no scheduler step when skipped"
+    assert all(torch.isfinite(v).all() for v in load_file(result.final_path).values())
+
+
+def test_workers_give_the_same_run(tiny_sd1_dir, tmp_path):
+    """Batches are seeded per batch, so decoding images in two worker processes changes nothing."""
+    make_images(tmp_path / "img" / "2_zkz object", 3)
+    common = dict(cache_latents=False, flip_aug=True, color_aug=True, epoch=2, save_every_n_epochs=0,
+                  save_precision="float", shuffle_caption=True)
+    a, _ = _train(tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "w0"), **common))
+    b, ev = _train(tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "w2"), max_data_loader_n_workers=2,
+                               persistent_data_loader_workers=True, **common))
+    assert _of(ev, "start")[0]["cached_latents"] is False
+    ta, tb = load_file(a.final_path), load_file(b.final_path)
+    for k in ta:
+        torch.testing.assert_close(tb[k], ta[k], rtol=0, atol=0)
+
+
+def test_dim_from_weights_and_save_last_n_steps(tiny_sd1_dir, tmp_path):
+    make_images(tmp_path / "img" / "2_zkz object", 2)
+    first, _ = _train(tiny_config(tiny_sd1_dir, tmp_path, network_dim=2, network_alpha=1, epoch=1,
+                                  save_every_n_epochs=0, save_precision="float"))
+    cfg = tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "next"), network_dim=8,
+                      network_weights=str(first.final_path), epoch=2, save_every_n_epochs=0, save_every_n_steps=1,
+                      save_last_n_steps=1, save_precision="float")
+    with pytest.raises(UserError) as e:
+        _train(cfg)
+    assert "dim_from_weights" in e.value.fix
+    result, events = _train(dict(cfg, dim_from_weights=True))
+    with safe_open(str(result.final_path), "pt") as f:
+        downs = [f.get_tensor(k) for k in f.keys() if k.endswith("lora_down.weight")]
+    assert downs and all(d.shape[0] == 2 for d in downs), "rank from the file, not network_dim 8"
+    assert any("built the network from" in e.get("message", "") for e in events)
+    # 4 steps, a step file after steps 1–3, keep the last 1 step's: steps 2 and 3 survive (numbered ≥ step − 1)
+    names = sorted(p.name for p in (tmp_path / "next").glob("zkz-step*.safetensors"))
+    assert names == ["zkz-step00000002.safetensors", "zkz-step00000003.safetensors"]
+
+
+def _metadata(path):
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()
