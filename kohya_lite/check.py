@@ -19,6 +19,7 @@ from kohya_lite.dataset.folders import DatasetSummary, list_images, scan_dataset
 from kohya_lite.dataset.images import image_problem
 from kohya_lite.dataset.steps import StepPlan, plan_steps
 from kohya_lite.errors import Problem, UserError
+from kohya_lite.textfile import RESAVE_FIX, read_text
 
 HF_ID_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
 MODEL_FILE_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".bin")
@@ -78,8 +79,18 @@ def _check_samples(cfg: TrainingConfig, r: CheckResult) -> None:
         r.error(f"sample prompt file '{text}' does not exist", field="sample_prompts", file=text,
                 fix="write the prompts in the box instead, or fix the path")
         return
+    prompts = cfg.sample_prompts
+    if path and path.is_file():
+        notes: list[str] = []
+        try:
+            prompts = read_text(path, what="sample prompt file", field="sample_prompts", notes=notes)
+        except UserError as exc:
+            r.problems.append(exc.problem)
+            return
+        for note in notes:
+            r.warn(note, field="sample_prompts", file=str(path), fix=RESAVE_FIX)
     try:
-        parse_prompts(path.read_text(encoding="utf-8") if path and path.is_file() else cfg.sample_prompts)
+        parse_prompts(prompts)
     except UserError as exc:
         r.problems.append(exc.problem)
 
