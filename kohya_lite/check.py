@@ -51,9 +51,114 @@ class CheckResult:
 
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: lo ≤ v ≤ hi (v < hi when `hi_open`); None = no bound."""
+
+    lo: float | None = None
+    hi: float | None = None
+    fix: str = ""
+    hi_open: bool = False
+    what: str = ""  # what the number is, when the name does not say it
+
+    def problem(self, name: str, value: float) -> str | None:
+        if (self.lo is None or value >= self.lo) and \
+                (self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)):
+            return None
+        if self.hi is None:
+            rule = "cannot be negative" if self.lo == 0 else f"must be at least {_num(self.lo)}"
+        elif self.hi_open:
+            rule = f"must be in [{_num(self.lo)}, {_num(self.hi)})"
+        else:
+            rule = f"must be {_num(self.lo)}–{_num(self.hi)}"
+        return f"{name}{f' ({self.what})' if self.what else ''} {rule}, got {_num(value)}"
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+_COUNT = "use a positive number, or 0 to leave the override unset"
+_KEEP = "use 0 to keep them all"
+_DROPOUT = "use 0 (off) to 0.3"
+_LR = "use a positive value or 0"
+_LORAPLUS = "use 0 (off), or e.g. 16"
+
+# Every count, interval, rate and size in the config with the values it accepts. Checked elsewhere: fields with
+# rules beyond a range (bucket_reso_steps, max_token_length, min/max_timestep, conv_dim for LoCon) and two that
+# take any value (adaptive_noise_scale may be negative; stop_text_encoder_training is ignored with a warning).
+RANGES: dict[str, Range] = {
+    # accelerate
+    "num_processes": Range(1, fix="use 1, or the number of GPUs"),
+    "num_machines": Range(1, fix="use 1"),
+    "num_cpu_threads_per_process": Range(1, fix="use 2, or the number of CPU cores"),
+    "main_process_port": Range(0, 65535, fix="use 0 for accelerate's default, or a free port such as 29500"),
+    # network
+    "network_dim": Range(1, what="rank", fix="use 4–32 for most subjects"),
+    "network_alpha": Range(0, fix="use 1 or the same value as the rank"),
+    "conv_dim": Range(0, fix="use 4–16 for Kohya LoCon (Standard ignores it)"),
+    "conv_alpha": Range(0, fix="use 1 or the same value as conv_dim"),
+    "network_dropout": Range(0, 1, hi_open=True, fix=_DROPOUT),
+    "rank_dropout": Range(0, 1, hi_open=True, fix=_DROPOUT),
+    "module_dropout": Range(0, 1, hi_open=True, fix=_DROPOUT),
+    "scale_weight_norms": Range(0, fix="use 0 (off) or 1"),
+    # learning rate and optimizer
+    "learning_rate": Range(0, fix=_LR),
+    "unet_lr": Range(0, fix=_LR),
+    "text_encoder_lr": Range(0, fix=_LR),
+    "lr_warmup": Range(0, 100, what="a percentage of the steps", fix="use 0–100 (10 is common)"),
+    "lr_warmup_steps": Range(0, fix="use 0 to warm up by the lr_warmup percentage instead"),
+    "lr_scheduler_num_cycles": Range(0, fix="use 1"),
+    "lr_scheduler_power": Range(0, fix="use 1"),
+    "max_grad_norm": Range(0, fix="use 1, or 0 to turn clipping off"),
+    "loraplus_lr_ratio": Range(0, fix=_LORAPLUS),
+    "loraplus_unet_lr_ratio": Range(0, fix=_LORAPLUS),
+    "loraplus_text_encoder_lr_ratio": Range(0, fix=_LORAPLUS),
+    # length and saving
+    "train_batch_size": Range(1, fix="use 1–4 on most GPUs"),
+    "epoch": Range(0, fix="use the number of passes over the dataset, e.g. 10"),
+    "max_train_epochs": Range(0, fix=_COUNT),
+    "max_train_steps": Range(0, fix=_COUNT),
+    "save_every_n_epochs": Range(0, fix="use 1 to save every epoch, 0 for the final file only"),
+    "save_every_n_steps": Range(0, fix="use 0 (off), or a step count such as 500"),
+    "save_last_n_epochs": Range(0, fix=_KEEP),
+    "save_last_n_epochs_state": Range(0, fix=_KEEP),
+    "save_last_n_steps": Range(0, fix=_KEEP),
+    "save_last_n_steps_state": Range(0, fix=_KEEP),
+    "seed": Range(0, 2**32 - 1, fix="use 0 for a random seed, or any number up to 4294967295"),
+    # resolution, buckets, caching
+    "min_bucket_reso": Range(32, fix="use 256 (and 2048 for max_bucket_reso)"),
+    "max_bucket_reso": Range(32, fix="use 2048 (and 256 for min_bucket_reso)"),
+    "vae_batch_size": Range(0, fix="use 0 (automatic) or 1–4"),
+    # captions and augmentation
+    "keep_tokens": Range(0, fix="use 0, or 1 to keep the trigger word first"),
+    "caption_dropout_rate": Range(0, 1, hi_open=True, fix=_DROPOUT),
+    "caption_dropout_every_n_epochs": Range(0, fix="use 0 (off)"),
+    # text encoder
+    "clip_skip": Range(0, 12, fix="use 1 (2 for anime SD1 models)"),
+    "prior_loss_weight": Range(0, fix="use 1"),
+    # memory
+    "gradient_accumulation_steps": Range(1, fix="use 1"),
+    "max_data_loader_n_workers": Range(0, fix="use 0 (load in the training process) or 1–4"),
+    # noise and loss
+    "noise_offset": Range(0, 1, fix="use 0 (off) or ~0.05"),
+    "multires_noise_iterations": Range(0, fix="use 0 (off), or 6–10"),
+    "multires_noise_discount": Range(0, 1, fix="use 0.3"),
+    "ip_noise_gamma": Range(0, fix="use 0 (off) or 0.1"),
+    "min_snr_gamma": Range(0, fix="use 0 (off) or 5"),
+    "v_pred_like_loss": Range(0, fix="use 0 (off)"),
+    "huber_c": Range(0, fix="use 0.1"),
+    "huber_scale": Range(0, fix="use 1"),
+    # samples
+    "sample_every_n_steps": Range(0, fix="use 0 (off), or a step count such as 100"),
+    "sample_every_n_epochs": Range(0, fix="use 0 (off), or 1 to sample after every epoch"),
+}
+
+
 def run_check(cfg: TrainingConfig, *, verify_images: bool = True) -> CheckResult:
     r = CheckResult()
     _check_model(cfg, r)
+    _check_ranges(cfg, r)
     _check_network(cfg, r)
     _check_learning(cfg, r)
     _check_resolution(cfg, r)
@@ -62,6 +167,13 @@ def run_check(cfg: TrainingConfig, *, verify_images: bool = True) -> CheckResult
     _check_dataset(cfg, r, verify_images=verify_images)
     _check_samples(cfg, r)
     return r
+
+
+def _check_ranges(cfg: TrainingConfig, r: CheckResult) -> None:
+    for name, rng in RANGES.items():
+        message = rng.problem(name, getattr(cfg, name))
+        if message:
+            r.error(message, field=name, fix=rng.fix)
 
 
 def _check_samples(cfg: TrainingConfig, r: CheckResult) -> None:
@@ -154,16 +266,8 @@ def _check_network(cfg: TrainingConfig, r: CheckResult) -> None:
     if cfg.LoRA_type not in SUPPORTED_LORA_TYPES:
         r.error(f"LoRA type '{cfg.LoRA_type}' is not supported", field="LoRA_type",
                 fix=f"choose one of: {', '.join(SUPPORTED_LORA_TYPES)} (LyCORIS types are not implemented)")
-    if cfg.network_dim < 1:
-        r.error(f"network_dim (rank) must be at least 1, got {cfg.network_dim}", field="network_dim", fix="use 4–32 for most subjects")
-    if cfg.network_alpha < 0:
-        r.error("network_alpha cannot be negative", field="network_alpha", fix="use 1 or the same value as the rank")
     if cfg.LoRA_type == "Kohya LoCon" and cfg.conv_dim < 1:
         r.error("Kohya LoCon needs conv_dim ≥ 1", field="conv_dim", fix="set conv_dim, e.g. 4–16")
-    for name in ("network_dropout", "rank_dropout", "module_dropout", "caption_dropout_rate"):
-        v = getattr(cfg, name)
-        if not 0 <= v < 1:
-            r.error(f"{name} must be in [0, 1), got {v}", field=name, fix="use 0 (off) to 0.3")
     if cfg.dataset_config:
         r.error("dataset TOML files are not supported yet", field="dataset_config",
                 fix="clear dataset_config and use train_data_dir with N_name folders")
@@ -176,9 +280,6 @@ def _check_learning(cfg: TrainingConfig, r: CheckResult) -> None:
     elif te_lr_of(cfg) == 0 and cfg.sdxl is False and cfg.train_unet:
         r.warn("text_encoder_lr is 0: only the UNet is trained, the file has no text-encoder part", field="text_encoder_lr",
                fix="set text_encoder_lr (e.g. half the UNet LR) to train the text encoder too")
-    for name in ("learning_rate", "unet_lr", "text_encoder_lr"):
-        if getattr(cfg, name) < 0:
-            r.error(f"{name} cannot be negative", field=name, fix="use a positive value or 0")
     opt = known_optimizer(cfg.optimizer)
     if opt is None:
         from kohya_lite.config import OPTIMIZERS
@@ -202,23 +303,9 @@ def _check_learning(cfg: TrainingConfig, r: CheckResult) -> None:
     if cfg.lr_scheduler == "constant" and warmup:
         r.error("the 'constant' scheduler cannot warm up", field="lr_warmup",
                 fix="set LR warmup to 0, or choose 'constant_with_warmup'")
-    if not 0 <= cfg.lr_warmup <= 100:
-        r.error(f"lr_warmup is a percentage of the steps, got {cfg.lr_warmup}", field="lr_warmup", fix="use 0–100 (10 is common)")
     if opt == "Adafactor" and "relative_step=False" not in cfg.optimizer_args.replace(" ", "") and warmup:
         r.error("Adafactor with relative_step cannot use LR warmup", field="lr_warmup",
                 fix="set warmup to 0, or add 'scale_parameter=False relative_step=False warmup_init=False' to optimizer_args")
-    if cfg.train_batch_size < 1:
-        r.error("train_batch_size must be at least 1", field="train_batch_size", fix="use 1–4 on most GPUs")
-    if cfg.gradient_accumulation_steps < 1:
-        r.error("gradient_accumulation_steps must be at least 1", field="gradient_accumulation_steps", fix="use 1")
-    if cfg.max_train_steps < 0 or cfg.max_train_epochs < 0 or cfg.epoch < 0:
-        r.error("epochs and steps cannot be negative", field="epoch", fix="use a positive number, or 0 to leave an override unset")
-    if cfg.save_every_n_epochs < 0:
-        r.error("save_every_n_epochs cannot be negative", field="save_every_n_epochs", fix="use 1 to save every epoch, 0 for the final file only")
-    if not 0 <= cfg.noise_offset <= 1:
-        r.error(f"noise_offset must be in [0, 1], got {cfg.noise_offset}", field="noise_offset", fix="use 0 (off) or ~0.05")
-    if cfg.min_snr_gamma < 0:
-        r.error("min_snr_gamma cannot be negative", field="min_snr_gamma", fix="use 0 (off) or 5")
     if not 0 <= cfg.min_timestep < cfg.max_timestep <= 1000:
         r.error(f"timestep range {cfg.min_timestep}–{cfg.max_timestep} is empty or outside 0–1000", field="min_timestep",
                 fix="use min_timestep 0 and max_timestep 1000")
@@ -229,12 +316,8 @@ def _check_learning(cfg: TrainingConfig, r: CheckResult) -> None:
         r.error("v_pred_like_loss cannot be combined with v_parameterization", field="v_pred_like_loss", fix="set it to 0")
     if cfg.clip_skip > 1 and cfg.v2:
         r.warn("clip_skip with an SD2 model gives unexpected results", field="clip_skip", fix="use clip_skip 1 for SD2")
-    if not 0 <= cfg.clip_skip <= 12:
-        r.error(f"clip_skip must be 0–12, got {cfg.clip_skip}", field="clip_skip", fix="use 1 (2 for anime SD1 models)")
     if cfg.max_token_length not in (75, 150, 225):
         r.error(f"max_token_length must be 75, 150 or 225, got {cfg.max_token_length}", field="max_token_length", fix="use 75")
-    if cfg.keep_tokens < 0:
-        r.error("keep_tokens cannot be negative", field="keep_tokens", fix="use 0, or 1 to keep the trigger word first")
     if cfg.stop_text_encoder_training:
         r.warn("stop_text_encoder_training is ignored for LoRA (as in kohya_ss)", field="stop_text_encoder_training", fix="set it to 0")
     if cfg.sdxl_cache_text_encoder_outputs and cfg.sdxl:
@@ -282,8 +365,6 @@ def _check_precision(cfg: TrainingConfig, r: CheckResult) -> None:
     if cfg.save_model_as != "safetensors":
         r.warn(f"save_model_as '{cfg.save_model_as}': kohya-lite writes .safetensors only", field="save_model_as",
                fix="choose safetensors (every LoRA consumer loads it)")
-    if cfg.num_processes < 1:
-        r.error("num_processes must be at least 1", field="num_processes", fix="use 1, or the number of GPUs")
 
 
 def _check_output(cfg: TrainingConfig, r: CheckResult) -> None:
