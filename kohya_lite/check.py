@@ -19,6 +19,7 @@ from kohya_lite.dataset.folders import DatasetSummary, list_images, scan_dataset
 from kohya_lite.dataset.images import image_problem
 from kohya_lite.dataset.steps import StepPlan, plan_steps
 from kohya_lite.errors import Problem, UserError
+from kohya_lite.models import safetensors_file
 from kohya_lite.textfile import RESAVE_FIX, read_text
 
 HF_ID_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -229,6 +230,8 @@ def _check_model(cfg: TrainingConfig, r: CheckResult) -> None:
         if p.is_file() and p.suffix.lower() not in MODEL_FILE_EXTENSIONS:
             r.error(f"'{src}' is not a model checkpoint", field=f, file=src,
                     fix="choose a .safetensors or .ckpt checkpoint, or a diffusers folder (with model_index.json)")
+        elif p.is_file():
+            _check_safetensors(p, f, "model file", r)
         elif p.is_dir() and not (p / "model_index.json").is_file() and not (p / "unet").is_dir():
             r.error(f"folder '{src}' is not a diffusers model (no model_index.json)", field=f, file=src,
                     fix="point to the folder that contains model_index.json, or to a single .safetensors file")
@@ -253,12 +256,26 @@ def _check_model(cfg: TrainingConfig, r: CheckResult) -> None:
                fix="v-prediction is for SD2.x 768-v models; untick it unless your SD1 model really is v-pred")
     if cfg.vae and not Path(cfg.vae).exists():
         r.error(f"VAE '{cfg.vae}' does not exist", field="vae", file=cfg.vae, fix="clear the field or give a VAE file/folder")
+    elif cfg.vae and Path(cfg.vae).is_file():
+        _check_safetensors(Path(cfg.vae), "vae", "VAE file", r)
     if cfg.network_weights and not Path(cfg.network_weights).is_file():
         r.error(f"network_weights '{cfg.network_weights}' does not exist", field="network_weights",
                 file=cfg.network_weights, fix="clear the field or pick an existing .safetensors LoRA")
+    elif cfg.network_weights:
+        _check_safetensors(Path(cfg.network_weights), "network_weights", "LoRA file", r)
     if cfg.resume and cfg.resume != "last" and not Path(cfg.resume).is_dir():
         r.error(f"resume state folder '{cfg.resume}' does not exist", field="resume", file=cfg.resume,
                 fix="pick a '<name>-…-state' folder in the output folder, or 'last'")
+
+
+def _check_safetensors(path: Path, field_name: str, what: str, r: CheckResult) -> None:
+    """A .safetensors file's header and length (cheap: no weights are read); other formats are left to the loader."""
+    if path.suffix.lower() != ".safetensors":
+        return
+    try:
+        safetensors_file.check_file(path, field=field_name, what=what)
+    except UserError as exc:
+        r.problems.append(exc.problem)
 
 
 # ---- network and learning -------------------------------------------------------------------------
