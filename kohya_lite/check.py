@@ -15,8 +15,8 @@ from kohya_lite.config import (
     PRECISIONS, QUICK_PICKS, SAVE_PRECISIONS, SCHEDULERS, SUPPORTED_LORA_TYPES, TrainingConfig, known_optimizer,
     parse_kv_args, parse_resolution, te_lr_of, unet_lr_of,
 )
-from kohya_lite.dataset.folders import DatasetSummary, list_images, scan_dataset
-from kohya_lite.dataset.images import image_problem
+from kohya_lite.dataset.folders import DatasetSummary, caption_path, list_images, load_caption, scan_dataset
+from kohya_lite.dataset.images import LARGE_SIDE, check_image
 from kohya_lite.dataset.steps import StepPlan, plan_steps
 from kohya_lite.errors import Problem, UserError
 from kohya_lite.models import safetensors_file
@@ -430,6 +430,8 @@ def _check_dataset(cfg: TrainingConfig, r: CheckResult, *, verify_images: bool) 
     if cfg.reg_data_dir and not Path(cfg.reg_data_dir).expanduser().is_dir():
         r.error(f"regularization folder '{cfg.reg_data_dir}' does not exist", field="reg_data_dir", file=cfg.reg_data_dir,
                 fix="clear the field or point to the parent of a '1_<class>' folder")
+    elif cfg.reg_data_dir:
+        _check_reg_overlap(root, Path(cfg.reg_data_dir).expanduser(), r)
     summary = scan_dataset(str(root), cfg.reg_data_dir, cfg.caption_extension)
     r.dataset = summary
 
@@ -453,24 +455,17 @@ def _check_dataset(cfg: TrainingConfig, r: CheckResult, *, verify_images: bool) 
 
     for subset in summary.subsets:
         field_name = "reg_data_dir" if subset.is_reg else f
+        found = len(subset.images)
+        if verify_images and subset.images:
+            _check_images(subset, field_name, r)
         if not subset.images:
-            r.problems.append(Problem(f"folder '{subset.name}' has no images (.png .jpg .jpeg .webp .bmp)", field=field_name,
-                                      file=str(subset.path), fix="add images or remove the folder",
-                                      severity="warning"))
-        elif not subset.is_reg and subset.missing_captions and cfg.caption_extension:
-            r.warn(f"{subset.missing_captions} of {len(subset.images)} images in '{subset.name}' have no "
-                   f"'{cfg.caption_extension}' caption; the folder name '{subset.tokens}' is used instead",
-                   field="caption_extension", file=str(subset.path),
-                   fix="caption them (Utilities → Captioning), or ignore this if the trigger word alone is what you want")
-        if verify_images:
-            bad = {im: why for im in subset.images if (why := image_problem(im))}
-            for im, why in list(bad.items())[:20]:
-                r.warn(f"image '{im.name}' {why}; it will be skipped", field=field_name, file=str(im),
-                       fix="re-save it as PNG/JPEG or delete it")
-            if len(bad) > 20:
-                r.warn(f"{len(bad) - 20} more unreadable images in '{subset.name}'", field=field_name, file=str(subset.path))
-            if bad:
-                subset.images = [im for im in subset.images if im not in bad]
+            what = ("has no images (.png .jpg .jpeg .webp .bmp)" if not found else
+                    "has no usable images: its only image cannot be read" if found == 1 else
+                    f"has no usable images: none of its {found} images can be read")
+            r.problems.append(Problem(f"folder '{subset.name}' {what}", field=field_name, file=str(subset.path),
+                                      fix="add images or remove the folder", severity="warning"))
+            continue
+        _check_captions(cfg, subset, r)
 
     if summary.train and summary.num_train_images == 0:
         r.error("the training folders hold no usable images", field=f, file=str(root), fix="add .png/.jpg/.webp images to the N_name folders")
@@ -489,6 +484,92 @@ def _check_dataset(cfg: TrainingConfig, r: CheckResult, *, verify_images: bool) 
         elif cfg.max_train_steps > 0:
             r.warn(f"max_train_steps ({cfg.max_train_steps}) overrides epoch ({cfg.epoch}): {r.plan.epochs} epochs will run",
                    field="max_train_steps", fix="set max_train_steps to 0 to train for the epoch count")
+
+
+def _check_reg_overlap(root: Path, reg: Path, r: CheckResult) -> None:
+    train, reg = root.resolve(), reg.resolve()
+    if reg == train:
+        r.warn(f"reg_data_dir is the training folder '{root}': its images are trained on and also used as "
+               "regularization images", field="reg_data_dir", file=str(reg),
+               fix="point reg_data_dir at a separate folder of class images (e.g. project/reg next to project/img), "
+                   "or clear it")
+    elif train in reg.parents:
+        r.warn(f"regularization folder '{reg}' is inside the training folder '{root}': the training scan sees it too",
+               field="reg_data_dir", file=str(reg),
+               fix="move it next to the training folder (e.g. project/reg beside project/img)")
+    elif reg in train.parents:
+        r.warn(f"the training folder '{root}' is inside the regularization folder '{reg}': the regularization scan "
+               "sees it too", field="reg_data_dir", file=str(reg),
+               fix="keep the two folders side by side (e.g. project/img and project/reg)")
+
+
+def _names(paths: list[Path], limit: int = 5) -> str:
+    shown = ", ".join(p.name for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _check_images(subset, field_name: str, r: CheckResult) -> None:
+    """Headers only (no pixel decode, see `check_image`); unreadable images are dropped from the subset."""
+    bad: dict[Path, str] = {}
+    large: list[tuple[Path, tuple[int, int]]] = []
+    for im in subset.images:
+        info = check_image(im)
+        if info.problem:
+            bad[im] = info.problem
+        elif info.is_large:
+            large.append((im, info.size))
+    for im, why in list(bad.items())[:20]:
+        r.warn(f"image '{im.name}' {why}; it will be skipped", field=field_name, file=str(im),
+               fix="re-save it as PNG/JPEG or delete it")
+    if len(bad) > 20:
+        r.warn(f"{len(bad) - 20} more unreadable images in '{subset.name}'", field=field_name, file=str(subset.path))
+    if bad:
+        subset.images = [im for im in subset.images if im not in bad]
+    if large:
+        w, h = max((size for _, size in large), key=lambda s: s[0] * s[1])
+        what = f"image '{large[0][0].name}' is" if len(large) == 1 else \
+            f"{len(large)} images in '{subset.name}' are"
+        listed = "" if len(large) == 1 else f" ({_names([p for p, _ in large])})"
+        r.warn(f"{what} very large (up to {w}×{h}, {w * h / 1e6:.0f} MP){listed}: they are downscaled to the "
+               f"training resolution anyway, but each one takes seconds and GBs of memory to decode",
+               field=field_name, file=str(large[0][0] if len(large) == 1 else subset.path),
+               fix=f"downscale them to at most {LARGE_SIDE // 2} px on the long side before training")
+
+
+def _check_captions(cfg: TrainingConfig, subset, r: CheckResult) -> None:
+    """Captions are read as training reads them: a missing, empty or unreadable file means the folder name."""
+    ext = cfg.caption_extension
+    if not ext:
+        return
+    subset.captioned = sum(1 for im in subset.images if caption_path(im, ext).is_file())
+    if not subset.is_reg and subset.missing_captions:
+        r.warn(f"{subset.missing_captions} of {len(subset.images)} images in '{subset.name}' have no "
+               f"'{ext}' caption; the folder name '{subset.tokens}' is used instead",
+               field="caption_extension", file=str(subset.path),
+               fix="caption them (Utilities → Captioning), or ignore this if the trigger word alone is what you want")
+    bad: list[tuple[Path, UserError]] = []
+    utf16: list[Path] = []
+    for im in subset.images:
+        notes: list[str] = []
+        try:
+            load_caption(im, ext, notes=notes)
+        except UserError as exc:
+            bad.append((caption_path(im, ext), exc))
+        if notes:
+            utf16.append(caption_path(im, ext))
+    fallback = f"the folder name '{subset.tokens}' is used instead"
+    if len(bad) == 1:
+        path, exc = bad[0]
+        r.warn(f"{exc.message}; {fallback}", field="caption_extension", file=str(path), fix=exc.fix)
+    elif bad:
+        r.warn(f"{len(bad)} caption files in '{subset.name}' cannot be read as UTF-8 text ({_names([p for p, _ in bad])}); "
+               f"for their images {fallback}", field="caption_extension", file=str(subset.path),
+               fix=f"{RESAVE_FIX}; a binary file under a caption name must be replaced by a real caption")
+    if utf16:
+        r.warn(f"{len(utf16)} caption file{'s' if len(utf16) > 1 else ''} in '{subset.name}' "
+               f"{'are' if len(utf16) > 1 else 'is'} UTF-16 ({_names(utf16)}): kohya-lite reads "
+               f"{'them' if len(utf16) > 1 else 'it'}, but kohya_ss and sd-scripts need UTF-8",
+               field="caption_extension", file=str(utf16[0] if len(utf16) == 1 else subset.path), fix=RESAVE_FIX)
 
 
 def format_report(cfg: TrainingConfig, result: CheckResult) -> str:
