@@ -15,7 +15,7 @@ from kohya_lite.config import (
     PRECISIONS, QUICK_PICKS, SAVE_PRECISIONS, SCHEDULERS, SUPPORTED_LORA_TYPES, TrainingConfig, known_optimizer,
     parse_kv_args, parse_resolution, te_lr_of, unet_lr_of,
 )
-from kohya_lite.dataset.folders import DatasetSummary, caption_path, list_images, load_caption, scan_dataset
+from kohya_lite.dataset.folders import DatasetSummary, Subset, caption_path, list_images, load_caption, scan_dataset
 from kohya_lite.dataset.images import LARGE_SIDE, check_image
 from kohya_lite.dataset.steps import StepPlan, plan_steps
 from kohya_lite.errors import Problem, UserError
@@ -453,8 +453,13 @@ def _check_dataset(cfg: TrainingConfig, r: CheckResult, *, verify_images: bool) 
         r.error(f"no '<repeats>_<trigger> <class>' folders in '{root}'", field=f, file=str(root),
                 fix="create e.g. '10_mytrigger woman' inside it and put the images there (train_data_dir must be the parent)")
 
+    checked: dict[Path, Subset] = {}
     for subset in summary.subsets:
         field_name = "reg_data_dir" if subset.is_reg else f
+        if subset.path in checked:  # reg_data_dir == train_data_dir (warned above): same folder, same findings
+            subset.images, subset.captioned = checked[subset.path].images, checked[subset.path].captioned
+            continue
+        checked[subset.path] = subset
         found = len(subset.images)
         if verify_images and subset.images:
             _check_images(subset, field_name, r)
@@ -508,7 +513,7 @@ def _names(paths: list[Path], limit: int = 5) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
-def _check_images(subset, field_name: str, r: CheckResult) -> None:
+def _check_images(subset: Subset, field_name: str, r: CheckResult) -> None:
     """Headers only (no pixel decode, see `check_image`); unreadable images are dropped from the subset."""
     bad: dict[Path, str] = {}
     large: list[tuple[Path, tuple[int, int]]] = []
@@ -525,18 +530,20 @@ def _check_images(subset, field_name: str, r: CheckResult) -> None:
         r.warn(f"{len(bad) - 20} more unreadable images in '{subset.name}'", field=field_name, file=str(subset.path))
     if bad:
         subset.images = [im for im in subset.images if im not in bad]
-    if large:
+    if len(large) == 1:
+        (path, (w, h)), = large
+        r.warn(f"image '{path.name}' is very large ({w}×{h}, {w * h / 1e6:.0f} MP): it is downscaled to the training "
+               "resolution anyway, but takes seconds and GBs of memory to decode", field=field_name, file=str(path),
+               fix=f"downscale it to at most {LARGE_SIDE // 2} px on the long side before training")
+    elif large:
         w, h = max((size for _, size in large), key=lambda s: s[0] * s[1])
-        what = f"image '{large[0][0].name}' is" if len(large) == 1 else \
-            f"{len(large)} images in '{subset.name}' are"
-        listed = "" if len(large) == 1 else f" ({_names([p for p, _ in large])})"
-        r.warn(f"{what} very large (up to {w}×{h}, {w * h / 1e6:.0f} MP){listed}: they are downscaled to the "
-               f"training resolution anyway, but each one takes seconds and GBs of memory to decode",
-               field=field_name, file=str(large[0][0] if len(large) == 1 else subset.path),
+        r.warn(f"{len(large)} images in '{subset.name}' are very large (up to {w}×{h}, {w * h / 1e6:.0f} MP; "
+               f"{_names([p for p, _ in large])}): they are downscaled to the training resolution anyway, but each "
+               "takes seconds and GBs of memory to decode", field=field_name, file=str(subset.path),
                fix=f"downscale them to at most {LARGE_SIDE // 2} px on the long side before training")
 
 
-def _check_captions(cfg: TrainingConfig, subset, r: CheckResult) -> None:
+def _check_captions(cfg: TrainingConfig, subset: Subset, r: CheckResult) -> None:
     """Captions are read as training reads them: a missing, empty or unreadable file means the folder name."""
     ext = cfg.caption_extension
     if not ext:

@@ -45,8 +45,8 @@ def decode_text(data: bytes) -> tuple[str, str]:
             text = data.decode(encoding)
         except UnicodeDecodeError as exc:
             byte = data[exc.start]
-            raise NotText(f"byte 0x{byte:02X} at position {exc.start} is not UTF-8; "
-                          "Windows editors' 'ANSI' (Latin-1/Windows-1252) encoding writes such bytes") from None
+            raise NotText(f"byte 0x{byte:02X} at position {exc.start} is not UTF-8 "
+                          "(Windows 'ANSI' or Latin-1 text?)") from None
     if "\x00" in text:
         raise NotText("it holds NUL characters: binary data, not text", binary=True)
     return text, encoding
