@@ -599,7 +599,10 @@ def format_report(cfg: TrainingConfig, result: CheckResult) -> str:
     if result.plan:
         p = result.plan
         lines.append("Steps")
-        lines.append(f"  {p.summary()}")
+        repeats = {s.repeats for s in result.dataset.train if s.images} if result.dataset else set()
+        repeats_text = (f" × {repeats.pop()} repeats" if len(repeats) == 1 else
+                        f" ({result.dataset.num_train_images} with repeats)" if repeats else "")
+        lines.append(f"  {p.summary(repeats_text)}")
         lines.append(f"  {p.steps_per_epoch:,} steps per epoch × {p.epochs} epochs = {p.total_steps:,} steps")
     if result.problems:
         lines.append(f"Problems ({len(result.errors)} errors, {len(result.warnings)} warnings)")
