@@ -15,10 +15,12 @@ from kohya_lite.config import (
     PRECISIONS, QUICK_PICKS, SAVE_PRECISIONS, SCHEDULERS, SUPPORTED_LORA_TYPES, TrainingConfig, known_optimizer,
     parse_kv_args, parse_resolution, te_lr_of, unet_lr_of,
 )
-from kohya_lite.dataset.folders import DatasetSummary, list_images, scan_dataset
-from kohya_lite.dataset.images import image_problem
+from kohya_lite.dataset.folders import DatasetSummary, Subset, caption_path, list_images, load_caption, scan_dataset
+from kohya_lite.dataset.images import LARGE_SIDE, check_image
 from kohya_lite.dataset.steps import StepPlan, plan_steps
 from kohya_lite.errors import Problem, UserError
+from kohya_lite.models import safetensors_file
+from kohya_lite.textfile import RESAVE_FIX, read_text
 
 HF_ID_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
 MODEL_FILE_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".bin")
@@ -50,10 +52,116 @@ class CheckResult:
 
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: lo ≤ v ≤ hi (v < hi when `hi_open`); None = no bound."""
+
+    lo: float | None = None
+    hi: float | None = None
+    fix: str = ""
+    hi_open: bool = False
+    what: str = ""  # what the number is, when the name does not say it
+
+    def problem(self, name: str, value: float) -> str | None:
+        if (self.lo is None or value >= self.lo) and \
+                (self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)):
+            return None
+        if self.hi is None:
+            rule = "cannot be negative" if self.lo == 0 else f"must be at least {_num(self.lo)}"
+        elif self.hi_open:
+            rule = f"must be in [{_num(self.lo)}, {_num(self.hi)})"
+        else:
+            rule = f"must be {_num(self.lo)}–{_num(self.hi)}"
+        return f"{name}{f' ({self.what})' if self.what else ''} {rule}, got {_num(value)}"
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+_COUNT = "use a positive number, or 0 to leave the override unset"
+_KEEP = "use 0 to keep them all"
+_DROPOUT = "use 0 (off) to 0.3"
+_LR = "use a positive value or 0"
+_LORAPLUS = "use 0 (off), or e.g. 16"
+
+# Every count, interval, rate and size in the config with the values it accepts. Checked elsewhere: fields with
+# rules beyond a range (bucket_reso_steps, max_token_length, min/max_timestep, conv_dim for LoCon) and two that
+# take any value (adaptive_noise_scale may be negative; stop_text_encoder_training is in config.NOT_IMPLEMENTED).
+RANGES: dict[str, Range] = {
+    # accelerate
+    "num_processes": Range(1, fix="use 1, or the number of GPUs"),
+    "num_machines": Range(1, fix="use 1"),
+    "num_cpu_threads_per_process": Range(1, fix="use 2, or the number of CPU cores"),
+    "main_process_port": Range(0, 65535, fix="use 0 for accelerate's default, or a free port such as 29500"),
+    # network
+    "network_dim": Range(1, what="rank", fix="use 4–32 for most subjects"),
+    "network_alpha": Range(0, fix="use 1 or the same value as the rank"),
+    "conv_dim": Range(0, fix="use 4–16 for Kohya LoCon (Standard ignores it)"),
+    "conv_alpha": Range(0, fix="use 1 or the same value as conv_dim"),
+    "network_dropout": Range(0, 1, hi_open=True, fix=_DROPOUT),
+    "rank_dropout": Range(0, 1, hi_open=True, fix=_DROPOUT),
+    "module_dropout": Range(0, 1, hi_open=True, fix=_DROPOUT),
+    "scale_weight_norms": Range(0, fix="use 0 (off) or 1"),
+    # learning rate and optimizer
+    "learning_rate": Range(0, fix=_LR),
+    "unet_lr": Range(0, fix=_LR),
+    "text_encoder_lr": Range(0, fix=_LR),
+    "lr_warmup": Range(0, 100, what="a percentage of the steps", fix="use 0–100 (10 is common)"),
+    "lr_warmup_steps": Range(0, fix="use 0 to warm up by the lr_warmup percentage instead"),
+    "lr_scheduler_num_cycles": Range(0, fix="use 1"),
+    "lr_scheduler_power": Range(0, fix="use 1"),
+    "max_grad_norm": Range(0, fix="use 1, or 0 to turn clipping off"),
+    "loraplus_lr_ratio": Range(0, fix=_LORAPLUS),
+    "loraplus_unet_lr_ratio": Range(0, fix=_LORAPLUS),
+    "loraplus_text_encoder_lr_ratio": Range(0, fix=_LORAPLUS),
+    # length and saving
+    "train_batch_size": Range(1, fix="use 1–4 on most GPUs"),
+    "epoch": Range(0, fix="use the number of passes over the dataset, e.g. 10"),
+    "max_train_epochs": Range(0, fix=_COUNT),
+    "max_train_steps": Range(0, fix=_COUNT),
+    "save_every_n_epochs": Range(0, fix="use 1 to save every epoch, 0 for the final file only"),
+    "save_every_n_steps": Range(0, fix="use 0 (off), or a step count such as 500"),
+    "save_last_n_epochs": Range(0, fix=_KEEP),
+    "save_last_n_epochs_state": Range(0, fix=_KEEP),
+    "save_last_n_steps": Range(0, fix=_KEEP),
+    "save_last_n_steps_state": Range(0, fix=_KEEP),
+    "seed": Range(0, 2**32 - 1, fix="use 0 for a random seed, or any number up to 4294967295"),
+    # resolution, buckets, caching
+    "min_bucket_reso": Range(32, fix="use 256 (and 2048 for max_bucket_reso)"),
+    "max_bucket_reso": Range(32, fix="use 2048 (and 256 for min_bucket_reso)"),
+    "vae_batch_size": Range(0, fix="use 0 (automatic) or 1–4"),
+    # captions and augmentation
+    "keep_tokens": Range(0, fix="use 0, or 1 to keep the trigger word first"),
+    "caption_dropout_rate": Range(0, 1, hi_open=True, fix=_DROPOUT),
+    "caption_tag_dropout_rate": Range(0, 1, hi_open=True, fix=_DROPOUT),
+    "caption_dropout_every_n_epochs": Range(0, fix="use 0 (off)"),
+    # text encoder
+    "clip_skip": Range(0, 12, fix="use 1 (2 for anime SD1 models)"),
+    "prior_loss_weight": Range(0, fix="use 1"),
+    # memory
+    "gradient_accumulation_steps": Range(1, fix="use 1"),
+    "max_data_loader_n_workers": Range(0, fix="use 0 (load in the training process) or 1–4"),
+    # noise and loss
+    "noise_offset": Range(0, 1, fix="use 0 (off) or ~0.05"),
+    "multires_noise_iterations": Range(0, fix="use 0 (off), or 6–10"),
+    "multires_noise_discount": Range(0, 1, fix="use 0.3"),
+    "ip_noise_gamma": Range(0, fix="use 0 (off) or 0.1"),
+    "min_snr_gamma": Range(0, fix="use 0 (off) or 5"),
+    "v_pred_like_loss": Range(0, fix="use 0 (off)"),
+    "huber_c": Range(0, fix="use 0.1"),
+    "huber_scale": Range(0, fix="use 1"),
+    # samples
+    "sample_every_n_steps": Range(0, fix="use 0 (off), or a step count such as 100"),
+    "sample_every_n_epochs": Range(0, fix="use 0 (off), or 1 to sample after every epoch"),
+}
+
+
 def run_check(cfg: TrainingConfig, *, verify_images: bool = True) -> CheckResult:
     r = CheckResult()
     _check_not_implemented(cfg, r)
     _check_model(cfg, r)
+    _check_ranges(cfg, r)
     _check_network(cfg, r)
     _check_learning(cfg, r)
     _check_resolution(cfg, r)
@@ -73,6 +181,13 @@ def _check_not_implemented(cfg: TrainingConfig, r: CheckResult) -> None:
             r.warn(f"{name} = {value!r} will be ignored: {why}", field=name, fix="clear it (nothing changes when you do)")
 
 
+def _check_ranges(cfg: TrainingConfig, r: CheckResult) -> None:
+    for name, rng in RANGES.items():
+        message = rng.problem(name, getattr(cfg, name))
+        if message:
+            r.error(message, field=name, fix=rng.fix)
+
+
 def _check_samples(cfg: TrainingConfig, r: CheckResult) -> None:
     from kohya_lite.engine.prompts import parse_prompts
 
@@ -88,8 +203,18 @@ def _check_samples(cfg: TrainingConfig, r: CheckResult) -> None:
         r.error(f"sample prompt file '{text}' does not exist", field="sample_prompts", file=text,
                 fix="write the prompts in the box instead, or fix the path")
         return
+    prompts = cfg.sample_prompts
+    if path and path.is_file():
+        notes: list[str] = []
+        try:
+            prompts = read_text(path, what="sample prompt file", field="sample_prompts", notes=notes)
+        except UserError as exc:
+            r.problems.append(exc.problem)
+            return
+        for note in notes:
+            r.warn(note, field="sample_prompts", file=str(path), fix=RESAVE_FIX)
     try:
-        parse_prompts(path.read_text(encoding="utf-8") if path and path.is_file() else cfg.sample_prompts)
+        parse_prompts(prompts)
     except UserError as exc:
         r.problems.append(exc.problem)
 
@@ -116,6 +241,8 @@ def _check_model(cfg: TrainingConfig, r: CheckResult) -> None:
         if p.is_file() and p.suffix.lower() not in MODEL_FILE_EXTENSIONS:
             r.error(f"'{src}' is not a model checkpoint", field=f, file=src,
                     fix="choose a .safetensors or .ckpt checkpoint, or a diffusers folder (with model_index.json)")
+        elif p.is_file():
+            _check_safetensors(p, f, "model file", r)
         elif p.is_dir() and not (p / "model_index.json").is_file() and not (p / "unet").is_dir():
             r.error(f"folder '{src}' is not a diffusers model (no model_index.json)", field=f, file=src,
                     fix="point to the folder that contains model_index.json, or to a single .safetensors file")
@@ -140,12 +267,26 @@ def _check_model(cfg: TrainingConfig, r: CheckResult) -> None:
                fix="v-prediction is for SD2.x 768-v models; untick it unless your SD1 model really is v-pred")
     if cfg.vae and not Path(cfg.vae).exists():
         r.error(f"VAE '{cfg.vae}' does not exist", field="vae", file=cfg.vae, fix="clear the field or give a VAE file/folder")
+    elif cfg.vae and Path(cfg.vae).is_file():
+        _check_safetensors(Path(cfg.vae), "vae", "VAE file", r)
     if cfg.network_weights and not Path(cfg.network_weights).is_file():
         r.error(f"network_weights '{cfg.network_weights}' does not exist", field="network_weights",
                 file=cfg.network_weights, fix="clear the field or pick an existing .safetensors LoRA")
+    elif cfg.network_weights:
+        _check_safetensors(Path(cfg.network_weights), "network_weights", "LoRA file", r)
     if cfg.resume and cfg.resume != "last" and not Path(cfg.resume).is_dir():
         r.error(f"resume state folder '{cfg.resume}' does not exist", field="resume", file=cfg.resume,
                 fix="pick a '<name>-…-state' folder in the output folder, or 'last'")
+
+
+def _check_safetensors(path: Path, field_name: str, what: str, r: CheckResult) -> None:
+    """A .safetensors file's header and length (cheap: no weights are read); other formats are left to the loader."""
+    if path.suffix.lower() != ".safetensors":
+        return
+    try:
+        safetensors_file.check_file(path, field=field_name, what=what)
+    except UserError as exc:
+        r.problems.append(exc.problem)
 
 
 # ---- network and learning -------------------------------------------------------------------------
@@ -153,20 +294,12 @@ def _check_network(cfg: TrainingConfig, r: CheckResult) -> None:
     if cfg.LoRA_type not in SUPPORTED_LORA_TYPES:
         r.error(f"LoRA type '{cfg.LoRA_type}' is not supported", field="LoRA_type",
                 fix=f"choose one of: {', '.join(SUPPORTED_LORA_TYPES)} (LyCORIS types are not implemented)")
-    if cfg.network_dim < 1:
-        r.error(f"network_dim (rank) must be at least 1, got {cfg.network_dim}", field="network_dim", fix="use 4–32 for most subjects")
-    if cfg.network_alpha < 0:
-        r.error("network_alpha cannot be negative", field="network_alpha", fix="use 1 or the same value as the rank")
-    elif cfg.network_alpha == 0:
+    if cfg.network_alpha == 0:
         r.warn("network_alpha 0 trains with alpha 1 (scale 1/rank), as kohya_ss and sd-scripts do: kohya_ss drops "
                "zero values and sd-scripts then uses its default of 1", field="network_alpha",
                fix="set network_alpha explicitly (1, or the rank for scale 1) to make it plain")
     if cfg.LoRA_type == "Kohya LoCon" and cfg.conv_dim < 1:
         r.error("Kohya LoCon needs conv_dim ≥ 1", field="conv_dim", fix="set conv_dim, e.g. 4–16")
-    for name in ("network_dropout", "rank_dropout", "module_dropout", "caption_dropout_rate"):
-        v = getattr(cfg, name)
-        if not 0 <= v < 1:
-            r.error(f"{name} must be in [0, 1), got {v}", field=name, fix="use 0 (off) to 0.3")
     if cfg.dataset_config:
         r.error("dataset TOML files are not supported yet", field="dataset_config",
                 fix="clear dataset_config and use train_data_dir with N_name folders")
@@ -179,9 +312,6 @@ def _check_learning(cfg: TrainingConfig, r: CheckResult) -> None:
     elif te_lr_of(cfg) == 0 and cfg.sdxl is False and cfg.train_unet:
         r.warn("text_encoder_lr is 0: only the UNet is trained, the file has no text-encoder part", field="text_encoder_lr",
                fix="set text_encoder_lr (e.g. half the UNet LR) to train the text encoder too")
-    for name in ("learning_rate", "unet_lr", "text_encoder_lr"):
-        if getattr(cfg, name) < 0:
-            r.error(f"{name} cannot be negative", field=name, fix="use a positive value or 0")
     opt = known_optimizer(cfg.optimizer)
     if opt is None:
         from kohya_lite.config import OPTIMIZERS
@@ -205,23 +335,9 @@ def _check_learning(cfg: TrainingConfig, r: CheckResult) -> None:
     if cfg.lr_scheduler == "constant" and warmup:
         r.error("the 'constant' scheduler cannot warm up", field="lr_warmup",
                 fix="set LR warmup to 0, or choose 'constant_with_warmup'")
-    if not 0 <= cfg.lr_warmup <= 100:
-        r.error(f"lr_warmup is a percentage of the steps, got {cfg.lr_warmup}", field="lr_warmup", fix="use 0–100 (10 is common)")
     if opt == "Adafactor" and "relative_step=False" not in cfg.optimizer_args.replace(" ", "") and warmup:
         r.error("Adafactor with relative_step cannot use LR warmup", field="lr_warmup",
                 fix="set warmup to 0, or add 'scale_parameter=False relative_step=False warmup_init=False' to optimizer_args")
-    if cfg.train_batch_size < 1:
-        r.error("train_batch_size must be at least 1", field="train_batch_size", fix="use 1–4 on most GPUs")
-    if cfg.gradient_accumulation_steps < 1:
-        r.error("gradient_accumulation_steps must be at least 1", field="gradient_accumulation_steps", fix="use 1")
-    if cfg.max_train_steps < 0 or cfg.max_train_epochs < 0 or cfg.epoch < 0:
-        r.error("epochs and steps cannot be negative", field="epoch", fix="use a positive number, or 0 to leave an override unset")
-    if cfg.save_every_n_epochs < 0:
-        r.error("save_every_n_epochs cannot be negative", field="save_every_n_epochs", fix="use 1 to save every epoch, 0 for the final file only")
-    if not 0 <= cfg.noise_offset <= 1:
-        r.error(f"noise_offset must be in [0, 1], got {cfg.noise_offset}", field="noise_offset", fix="use 0 (off) or ~0.05")
-    if cfg.min_snr_gamma < 0:
-        r.error("min_snr_gamma cannot be negative", field="min_snr_gamma", fix="use 0 (off) or 5")
     if not 0 <= cfg.min_timestep < cfg.max_timestep <= 1000:
         r.error(f"timestep range {cfg.min_timestep}–{cfg.max_timestep} is empty or outside 0–1000", field="min_timestep",
                 fix="use min_timestep 0 and max_timestep 1000")
@@ -232,12 +348,8 @@ def _check_learning(cfg: TrainingConfig, r: CheckResult) -> None:
         r.error("v_pred_like_loss cannot be combined with v_parameterization", field="v_pred_like_loss", fix="set it to 0")
     if cfg.clip_skip > 1 and cfg.v2:
         r.warn("clip_skip with an SD2 model gives unexpected results", field="clip_skip", fix="use clip_skip 1 for SD2")
-    if not 0 <= cfg.clip_skip <= 12:
-        r.error(f"clip_skip must be 0–12, got {cfg.clip_skip}", field="clip_skip", fix="use 1 (2 for anime SD1 models)")
     if cfg.max_token_length not in (75, 150, 225):
         r.error(f"max_token_length must be 75, 150 or 225, got {cfg.max_token_length}", field="max_token_length", fix="use 75")
-    if cfg.keep_tokens < 0:
-        r.error("keep_tokens cannot be negative", field="keep_tokens", fix="use 0, or 1 to keep the trigger word first")
     if cfg.sdxl_cache_text_encoder_outputs and cfg.sdxl:
         if cfg.train_text_encoder:
             r.error("caching text-encoder outputs needs UNet-only training", field="sdxl_cache_text_encoder_outputs",
@@ -283,8 +395,6 @@ def _check_precision(cfg: TrainingConfig, r: CheckResult) -> None:
     if cfg.save_model_as != "safetensors":
         r.warn(f"save_model_as '{cfg.save_model_as}': kohya-lite writes .safetensors only", field="save_model_as",
                fix="choose safetensors (every LoRA consumer loads it)")
-    if cfg.num_processes < 1:
-        r.error("num_processes must be at least 1", field="num_processes", fix="use 1, or the number of GPUs")
 
 
 def _check_output(cfg: TrainingConfig, r: CheckResult) -> None:
@@ -333,6 +443,8 @@ def _check_dataset(cfg: TrainingConfig, r: CheckResult, *, verify_images: bool) 
     if cfg.reg_data_dir and not Path(cfg.reg_data_dir).expanduser().is_dir():
         r.error(f"regularization folder '{cfg.reg_data_dir}' does not exist", field="reg_data_dir", file=cfg.reg_data_dir,
                 fix="clear the field or point to the parent of a '1_<class>' folder")
+    elif cfg.reg_data_dir:
+        _check_reg_overlap(root, Path(cfg.reg_data_dir).expanduser(), r)
     summary = scan_dataset(str(root), cfg.reg_data_dir, cfg.caption_extension)
     r.dataset = summary
 
@@ -354,26 +466,24 @@ def _check_dataset(cfg: TrainingConfig, r: CheckResult, *, verify_images: bool) 
         r.error(f"no '<repeats>_<trigger> <class>' folders in '{root}'", field=f, file=str(root),
                 fix="create e.g. '10_mytrigger woman' inside it and put the images there (train_data_dir must be the parent)")
 
+    checked: dict[Path, Subset] = {}
     for subset in summary.subsets:
         field_name = "reg_data_dir" if subset.is_reg else f
+        if subset.path in checked:  # reg_data_dir == train_data_dir (warned above): same folder, same findings
+            subset.images, subset.captioned = checked[subset.path].images, checked[subset.path].captioned
+            continue
+        checked[subset.path] = subset
+        found = len(subset.images)
+        if verify_images and subset.images:
+            _check_images(subset, field_name, r)
         if not subset.images:
-            r.problems.append(Problem(f"folder '{subset.name}' has no images (.png .jpg .jpeg .webp .bmp)", field=field_name,
-                                      file=str(subset.path), fix="add images or remove the folder",
-                                      severity="warning"))
-        elif not subset.is_reg and subset.missing_captions and cfg.caption_extension:
-            r.warn(f"{subset.missing_captions} of {len(subset.images)} images in '{subset.name}' have no "
-                   f"'{cfg.caption_extension}' caption; the folder name '{subset.tokens}' is used instead",
-                   field="caption_extension", file=str(subset.path),
-                   fix="caption them (Utilities → Captioning), or ignore this if the trigger word alone is what you want")
-        if verify_images:
-            bad = {im: why for im in subset.images if (why := image_problem(im))}
-            for im, why in list(bad.items())[:20]:
-                r.warn(f"image '{im.name}' {why}; it will be skipped", field=field_name, file=str(im),
-                       fix="re-save it as PNG/JPEG or delete it")
-            if len(bad) > 20:
-                r.warn(f"{len(bad) - 20} more unreadable images in '{subset.name}'", field=field_name, file=str(subset.path))
-            if bad:
-                subset.images = [im for im in subset.images if im not in bad]
+            what = ("has no images (.png .jpg .jpeg .webp .bmp)" if not found else
+                    "has no usable images: its only image cannot be read" if found == 1 else
+                    f"has no usable images: none of its {found} images can be read")
+            r.problems.append(Problem(f"folder '{subset.name}' {what}", field=field_name, file=str(subset.path),
+                                      fix="add images or remove the folder", severity="warning"))
+            continue
+        _check_captions(cfg, subset, r)
 
     if summary.train and summary.num_train_images == 0:
         r.error("the training folders hold no usable images", field=f, file=str(root), fix="add .png/.jpg/.webp images to the N_name folders")
@@ -392,6 +502,94 @@ def _check_dataset(cfg: TrainingConfig, r: CheckResult, *, verify_images: bool) 
         elif cfg.max_train_steps > 0:
             r.warn(f"max_train_steps ({cfg.max_train_steps}) overrides epoch ({cfg.epoch}): {r.plan.epochs} epochs will run",
                    field="max_train_steps", fix="set max_train_steps to 0 to train for the epoch count")
+
+
+def _check_reg_overlap(root: Path, reg: Path, r: CheckResult) -> None:
+    train, reg = root.resolve(), reg.resolve()
+    if reg == train:
+        r.warn(f"reg_data_dir is the training folder '{root}': its images are trained on and also used as "
+               "regularization images", field="reg_data_dir", file=str(reg),
+               fix="point reg_data_dir at a separate folder of class images (e.g. project/reg next to project/img), "
+                   "or clear it")
+    elif train in reg.parents:
+        r.warn(f"regularization folder '{reg}' is inside the training folder '{root}': the training scan sees it too",
+               field="reg_data_dir", file=str(reg),
+               fix="move it next to the training folder (e.g. project/reg beside project/img)")
+    elif reg in train.parents:
+        r.warn(f"the training folder '{root}' is inside the regularization folder '{reg}': the regularization scan "
+               "sees it too", field="reg_data_dir", file=str(reg),
+               fix="keep the two folders side by side (e.g. project/img and project/reg)")
+
+
+def _names(paths: list[Path], limit: int = 5) -> str:
+    shown = ", ".join(p.name for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _check_images(subset: Subset, field_name: str, r: CheckResult) -> None:
+    """Headers only (no pixel decode, see `check_image`); unreadable images are dropped from the subset."""
+    bad: dict[Path, str] = {}
+    large: list[tuple[Path, tuple[int, int]]] = []
+    for im in subset.images:
+        info = check_image(im)
+        if info.problem:
+            bad[im] = info.problem
+        elif info.is_large:
+            large.append((im, info.size))
+    for im, why in list(bad.items())[:20]:
+        r.warn(f"image '{im.name}' {why}; it will be skipped", field=field_name, file=str(im),
+               fix="re-save it as PNG/JPEG or delete it")
+    if len(bad) > 20:
+        r.warn(f"{len(bad) - 20} more unreadable images in '{subset.name}'", field=field_name, file=str(subset.path))
+    if bad:
+        subset.images = [im for im in subset.images if im not in bad]
+    if len(large) == 1:
+        (path, (w, h)), = large
+        r.warn(f"image '{path.name}' is very large ({w}×{h}, {w * h / 1e6:.0f} MP): it is downscaled to the training "
+               "resolution anyway, but takes seconds and GBs of memory to decode", field=field_name, file=str(path),
+               fix=f"downscale it to at most {LARGE_SIDE // 2} px on the long side before training")
+    elif large:
+        w, h = max((size for _, size in large), key=lambda s: s[0] * s[1])
+        r.warn(f"{len(large)} images in '{subset.name}' are very large (up to {w}×{h}, {w * h / 1e6:.0f} MP; "
+               f"{_names([p for p, _ in large])}): they are downscaled to the training resolution anyway, but each "
+               "takes seconds and GBs of memory to decode", field=field_name, file=str(subset.path),
+               fix=f"downscale them to at most {LARGE_SIDE // 2} px on the long side before training")
+
+
+def _check_captions(cfg: TrainingConfig, subset: Subset, r: CheckResult) -> None:
+    """Captions are read as training reads them: a missing, empty or unreadable file means the folder name."""
+    ext = cfg.caption_extension
+    if not ext:
+        return
+    subset.captioned = sum(1 for im in subset.images if caption_path(im, ext).is_file())
+    if not subset.is_reg and subset.missing_captions:
+        r.warn(f"{subset.missing_captions} of {len(subset.images)} images in '{subset.name}' have no "
+               f"'{ext}' caption; the folder name '{subset.tokens}' is used instead",
+               field="caption_extension", file=str(subset.path),
+               fix="caption them (Utilities → Captioning), or ignore this if the trigger word alone is what you want")
+    bad: list[tuple[Path, UserError]] = []
+    utf16: list[Path] = []
+    for im in subset.images:
+        notes: list[str] = []
+        try:
+            load_caption(im, ext, notes=notes)
+        except UserError as exc:
+            bad.append((caption_path(im, ext), exc))
+        if notes:
+            utf16.append(caption_path(im, ext))
+    fallback = f"the folder name '{subset.tokens}' is used instead"
+    if len(bad) == 1:
+        path, exc = bad[0]
+        r.warn(f"{exc.message}; {fallback}", field="caption_extension", file=str(path), fix=exc.fix)
+    elif bad:
+        r.warn(f"{len(bad)} caption files in '{subset.name}' cannot be read as UTF-8 text ({_names([p for p, _ in bad])}); "
+               f"for their images {fallback}", field="caption_extension", file=str(subset.path),
+               fix=f"{RESAVE_FIX}; a binary file under a caption name must be replaced by a real caption")
+    if utf16:
+        r.warn(f"{len(utf16)} caption file{'s' if len(utf16) > 1 else ''} in '{subset.name}' "
+               f"{'are' if len(utf16) > 1 else 'is'} UTF-16 ({_names(utf16)}): kohya-lite reads "
+               f"{'them' if len(utf16) > 1 else 'it'}, but kohya_ss and sd-scripts need UTF-8",
+               field="caption_extension", file=str(utf16[0] if len(utf16) == 1 else subset.path), fix=RESAVE_FIX)
 
 
 def format_report(cfg: TrainingConfig, result: CheckResult) -> str:
@@ -414,7 +612,10 @@ def format_report(cfg: TrainingConfig, result: CheckResult) -> str:
     if result.plan:
         p = result.plan
         lines.append("Steps")
-        lines.append(f"  {p.summary()}")
+        repeats = {s.repeats for s in result.dataset.train if s.images} if result.dataset else set()
+        repeats_text = (f" × {repeats.pop()} repeats" if len(repeats) == 1 else
+                        f" ({result.dataset.num_train_images} with repeats)" if repeats else "")
+        lines.append(f"  {p.summary(repeats_text)}")
         lines.append(f"  {p.steps_per_epoch:,} steps per epoch × {p.epochs} epochs = {p.total_steps:,} steps")
     if result.problems:
         lines.append(f"Problems ({len(result.errors)} errors, {len(result.warnings)} warnings)")

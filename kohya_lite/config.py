@@ -4,13 +4,16 @@
 (except `max_train_steps`, which defaults to 0 = computed from epochs, see the reference's pitfalls).
 Loading is a merge, as in kohya_ss: a key whose value is not null replaces the current value; values
 are coerced (string numbers, "" for unset, legacy bools); legacy keys are renamed; unknown keys are
-kept aside in `extra`, reported, and written back on save, so a kohya_ss file round-trips.
+kept aside in `extra`, reported, and written back on save, so a kohya_ss file round-trips. A value that
+is none of kohya_ss's conventions and does not parse ("1e-4abc" for a number) is a UserError naming the
+field, never a silent 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any, get_type_hints
 
 from kohya_lite.errors import UserError
 from kohya_lite.fileio import write_text_atomic
+from kohya_lite.textfile import read_text
 
 QUICK_PICKS: dict[str, dict[str, bool]] = {
     "runwayml/stable-diffusion-v1-5": {"v2": False, "v_parameterization": False, "sdxl": False},
@@ -279,11 +283,11 @@ class LoadReport:
 
     unknown_keys: list[str] = field(default_factory=list)
     renamed: list[str] = field(default_factory=list)
-    coerced: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. the file was UTF-16
 
     def lines(self) -> list[str]:
-        out = [f"renamed legacy {r}" for r in self.renamed]
-        out += [f"coerced {c}" for c in self.coerced]
+        out = list(self.notes)
+        out += [f"renamed legacy {r}" for r in self.renamed]
         if self.unknown_keys:
             out.append(f"kept {len(self.unknown_keys)} keys kohya-lite does not use: {', '.join(self.unknown_keys)}")
         return out
@@ -319,33 +323,66 @@ def _to_bool(value: Any) -> bool | None:
     return None
 
 
-def _coerce(name: str, value: Any, report: LoadReport) -> Any:
+class _Unparsable(ValueError):
+    """A value that is neither one of kohya_ss's conventions nor a value of the field's type."""
+
+
+def _number(value: Any, *, whole: bool) -> float:
+    """A finite number from a JSON number or a numeric string ("12", "5e-05", "64.0"); raises _Unparsable."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise _Unparsable("not a number") from None
+    else:
+        raise _Unparsable(f"a {type(value).__name__}, not a number")
+    if not math.isfinite(number):
+        raise _Unparsable("not a finite number")
+    if whole and number != int(number):
+        raise _Unparsable("not a whole number")
+    return number
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """kohya_ss's conventions: "" means unset (kohya's value for a bad entry: 0, or 1/75/1.0 for a few keys),
+    numbers may be strings, whole floats fill int fields, yes/no words fill bool fields. Anything else raises
+    _Unparsable: a value that does not parse is not silently replaced."""
     tp = FIELD_TYPES[name]
     if tp is bool:
         b = _to_bool(value)
         if b is None:
-            report.coerced.append(f"{name}={value!r} → {getattr(DEFAULTS, name)} (not a yes/no value)")
-            return getattr(DEFAULTS, name)
+            raise _Unparsable("not true or false")
         return b
     if tp is int:
-        if isinstance(value, bool):
-            return int(value)
-        try:
-            return int(float(value))
-        except (TypeError, ValueError):
-            bad = _BAD_INT.get(name, 0)
-            if value not in ("", None):
-                report.coerced.append(f"{name}={value!r} → {bad}")
-            return bad
+        if isinstance(value, str) and not value.strip():
+            return _BAD_INT.get(name, 0)
+        return int(_number(value, whole=True))
     if tp is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            bad = _BAD_FLOAT.get(name, 0.0)
-            if value not in ("", None):
-                report.coerced.append(f"{name}={value!r} → {bad}")
-            return bad
+        if isinstance(value, str) and not value.strip():
+            return _BAD_FLOAT.get(name, 0.0)
+        return float(_number(value, whole=False))
     return "" if value is None else str(value)
+
+
+def _unparsable_error(bad: list[tuple[str, Any, str]]) -> UserError:
+    def one(name: str, value: Any, why: str) -> str:
+        return f"{name} is {json.dumps(value, ensure_ascii=False, default=str)}: {why}"
+
+    name = bad[0][0]
+    default = getattr(DEFAULTS, name)
+    if len(bad) == 1:
+        message = f"config value {one(*bad[0])}"
+    else:
+        message = f"{len(bad)} config values do not parse: " + "; ".join(one(*b) for b in bad)
+    kind = ("true or false" if FIELD_TYPES[name] is bool
+            else "a whole number" if FIELD_TYPES[name] is int else "a number")
+    fix = (f"write {kind} for {name}, e.g. {json.dumps(default)} (the default)"
+           + ("; then fix the other fields named the same way" if len(bad) > 1 else ""))
+    return UserError(message, field=name, fix=fix)
 
 
 def merge_config(data: dict[str, Any], base: TrainingConfig | None = None) -> tuple[TrainingConfig, LoadReport]:
@@ -384,14 +421,20 @@ def merge_config(data: dict[str, Any], base: TrainingConfig | None = None) -> tu
     if "model_list" in data and data["model_list"] not in QUICK_PICKS:
         data["model_list"] = "custom"
 
+    bad: list[tuple[str, Any, str]] = []
     for key, value in data.items():
         if key in FIELD_NAMES:
             if value is None:
                 continue  # null keeps the current value
-            setattr(cfg, key, _coerce(key, value, report))
+            try:
+                setattr(cfg, key, _coerce(key, value))
+            except _Unparsable as exc:
+                bad.append((key, value, str(exc)))
         elif key not in ("file_path", "save_as"):
             cfg.extra[key] = value
             report.unknown_keys.append(key)
+    if bad:
+        raise _unparsable_error(bad)
     return cfg, report
 
 
@@ -399,16 +442,22 @@ def load_config(path: str | os.PathLike, base: TrainingConfig | None = None) -> 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file '{p}' does not exist", file=str(p), fix="check the path, or save a config first")
+    notes: list[str] = []
+    text = read_text(p, what="config file", notes=notes)
     try:
-        data = json.loads(p.read_text(encoding="utf-8-sig"))
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(
             f"config file '{p}' is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
             file=str(p), fix="fix the JSON syntax (a missing comma or quote is the usual cause)",
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read config file '{p}': {exc}", file=str(p), fix="check the file's permissions") from None
-    return merge_config(data, base)
+    try:
+        cfg, report = merge_config(data, base)
+    except UserError as exc:
+        exc.problem.file = exc.problem.file or str(p)
+        raise
+    report.notes[:0] = [f"{n}: re-save it as UTF-8 (Save in kohya-lite writes UTF-8)" for n in notes]
+    return cfg, report
 
 
 def config_json(cfg: TrainingConfig) -> str:

@@ -89,8 +89,10 @@ def test_merge_keeps_current_values_for_null_and_absent_keys():
     ({"epoch": ""}, "epoch", 0),
     ({"network_dim": 64.0}, "network_dim", 64),
     ({"lr_scheduler_num_cycles": ""}, "lr_scheduler_num_cycles", 1),
-    ({"max_token_length": "abc"}, "max_token_length", 75),
-    ({"learning_rate": "oops"}, "learning_rate", 0.0),
+    ({"max_token_length": ""}, "max_token_length", 75),
+    ({"learning_rate": ""}, "learning_rate", 0.0),
+    ({"learning_rate": " 5e-05 "}, "learning_rate", 5e-5),
+    ({"network_dim": "64.0"}, "network_dim", 64),
     ({"shuffle_caption": "true"}, "shuffle_caption", True),
     ({"cache_latents": 0}, "cache_latents", False),
 ])
@@ -98,6 +100,26 @@ def test_legacy_and_coercions(data, field, expected):
     cfg, _ = merge_config(data)
     assert getattr(cfg, field) == expected
     assert "use_wandb" not in cfg.extra and "use_8bit_adam" not in cfg.extra
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"learning_rate": "1e-4abc"}, "learning_rate"),
+    ({"max_token_length": "abc"}, "max_token_length"),
+    ({"network_dim": 8.5}, "network_dim"),
+    ({"unet_lr": "nan"}, "unet_lr"),
+    ({"epoch": [1]}, "epoch"),
+    ({"shuffle_caption": "maybe"}, "shuffle_caption"),
+])
+def test_a_value_that_does_not_parse_is_an_error_naming_the_field(data, field):
+    with pytest.raises(UserError) as e:
+        merge_config(data)
+    assert e.value.field == field and field in e.value.message and e.value.fix
+
+
+def test_every_unparsable_value_is_named_at_once():
+    with pytest.raises(UserError) as e:
+        merge_config({"learning_rate": "1e-4abc", "save_every_n_steps": "ten"})
+    assert "learning_rate" in e.value.message and "save_every_n_steps" in e.value.message
 
 
 def test_unknown_keys_are_reported_not_fatal():

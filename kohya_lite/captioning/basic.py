@@ -91,7 +91,7 @@ def caption_basic(folder: str | Path, options: BasicOptions | None = None, *,
             write_caption(target, text)
             result.written.append(image)
             result.captions[image] = text
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UserError) as exc:
             result.failed.append((image, f"cannot update {target.name}: {exc}"))
         finally:
             if progress:

@@ -45,16 +45,15 @@ class CaptionPage:
 def _read(path: Path) -> str:
     try:
         return read_caption(path)
-    except UnicodeDecodeError:
+    except UserError:
         return path.read_bytes().decode("utf-8", errors="replace").rstrip()
 
 
 def _read_for_edit(path: Path) -> str:
     try:
         return read_caption(path)
-    except UnicodeDecodeError:
-        raise UserError(f"Caption file '{path}' is not UTF-8 text; it was left as is.", file=str(path),
-                        fix="Open it in a text editor and save it as UTF-8.") from None
+    except UserError as exc:
+        raise UserError(f"{exc.message}; it was left as is.", file=str(path), fix=exc.fix) from None
 
 
 def list_images_with_captions(folder: str | Path, ext: str = ".txt", page: int = 1, page_size: int = 10,

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 from kohya_lite.captioning.images import find_images
 from kohya_lite.captioning.result import CaptionResult, Progress
 from kohya_lite.captioning.writer import CaptionWriter
+from kohya_lite.errors import UserError
 
 
 @dataclass
@@ -121,7 +122,7 @@ def _write_all(result: CaptionResult, writer: CaptionWriter, paths: list[Path], 
     for path, body in zip(paths, texts, strict=True):
         try:
             text = writer.write(path, body)
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UserError) as exc:
             result.failed.append((path, f"cannot write {writer.path_for(path).name}: {exc}"))
             continue
         if text:

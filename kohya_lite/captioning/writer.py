@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kohya_lite.captioning.images import IMAGE_EXTENSIONS
 from kohya_lite.errors import UserError
+from kohya_lite.textfile import read_text
 
 _SPACES = re.compile(r"[ \t]{2,}")
 _BOUNDARY = " ,;:."
@@ -43,8 +44,9 @@ def caption_path(image: str | Path, ext: str = ".txt") -> Path:
 
 
 def read_caption(path: str | Path) -> str:
-    """A caption file's text without a BOM or trailing newlines/whitespace."""
-    return Path(path).read_text(encoding="utf-8-sig").replace("\r\n", "\n").rstrip()
+    """A caption file's text without a BOM or trailing newlines/whitespace; UserError when it is not UTF-8 text
+    (`kohya_lite.textfile`)."""
+    return read_text(path, what="caption file").replace("\r\n", "\n").rstrip()
 
 
 def write_caption(path: str | Path, text: str) -> None:

@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kohya_lite.errors import UserError
+from kohya_lite.textfile import read_text
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 FOLDER_RE = re.compile(r"^(\d+)_(.+)$")
 
@@ -50,21 +53,30 @@ def caption_path(image: Path, caption_extension: str) -> Path:
     return image.with_name(image.stem + caption_extension)
 
 
+def load_caption(image: Path, caption_extension: str, *, notes: list[str] | None = None) -> str | None:
+    """The caption file's first non-empty line (kohya), or None when there is no caption file or it is empty.
+
+    Raises UserError (naming the file) when the file is not UTF-8 text; see `kohya_lite.textfile`."""
+    if not caption_extension:
+        return None
+    path = caption_path(image, caption_extension)
+    if not path.is_file():
+        return None
+    text = read_text(path, what="caption file", field="caption_extension", notes=notes)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else None
+
+
 def read_caption(image: Path, caption_extension: str, fallback: str) -> tuple[str, bool]:
-    """The caption's first line (kohya), or the folder's class tokens when there is no usable file.
+    """The caption's first line (kohya), or the folder's class tokens when there is no usable file
+    (`check` names the unreadable ones).
 
     Returns (caption, from_file)."""
-    if caption_extension:
-        path = caption_path(image, caption_extension)
-        if path.is_file():
-            try:
-                text = path.read_text(encoding="utf-8-sig")
-            except (OSError, UnicodeDecodeError):
-                return fallback, False
-            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-            if lines:
-                return lines[0], True
-    return fallback, False
+    try:
+        caption = load_caption(image, caption_extension)
+    except UserError:
+        caption = None
+    return (caption, True) if caption else (fallback, False)
 
 
 @dataclass

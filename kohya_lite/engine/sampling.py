@@ -20,6 +20,7 @@ from kohya_lite.engine.events import EventWriter
 from kohya_lite.engine.prompts import SamplePrompt, make_scheduler, parse_prompts, sample_filename
 from kohya_lite.engine.text import encode_sd, encode_sdxl
 from kohya_lite.errors import UserError
+from kohya_lite.textfile import read_text
 
 
 def prompt_source(cfg: TrainingConfig, out_dir: Path) -> Path:
@@ -85,14 +86,14 @@ class TrainingSampler:
         self.device, self.dtype = device, dtype
         self.out_dir = out_dir / "sample"
         self.source = prompt_source(cfg, out_dir)
-        parse_prompts(self.source.read_text(encoding="utf-8"))  # fail early on a bad prompt line
+        parse_prompts(read_text(self.source, what="sample prompt file", field="sample_prompts"))  # fail early on a bad prompt line
 
     def due(self, *, step: int, epoch_end: int | None = None) -> bool:
         return samples_due(self.cfg, step=step, epoch_end=epoch_end)
 
     def sample(self, *, step: int, epoch: int) -> list[Path]:
         try:
-            prompts = parse_prompts(self.source.read_text(encoding="utf-8"))
+            prompts = parse_prompts(read_text(self.source, what="sample prompt file", field="sample_prompts"))
         except (UserError, OSError) as exc:
             self.events.emit("warning", message=f"samples skipped: {exc}", field="sample_prompts")
             return []

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from kohya_lite.errors import UserError
-from kohya_lite.models import clip_bpe, families
+from kohya_lite.models import clip_bpe, families, safetensors_file
 
 FIELD = "pretrained_model_name_or_path"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -140,6 +140,7 @@ def read_checkpoint_keys(path: str | Path) -> list[str]:
     if p.suffix.lower() == ".safetensors":
         from safetensors import safe_open
 
+        safetensors_file.check_file(p, field=FIELD)  # a truncated download gets a message that says so
         try:
             with safe_open(str(p), framework="pt") as f:
                 return list(f.keys())
