@@ -34,12 +34,29 @@ QUICK_PICKS: dict[str, dict[str, bool]] = {
     "stabilityai/stable-diffusion-xl-base-1.0": {"v2": False, "v_parameterization": False, "sdxl": True},
 }
 
-SUPPORTED_LORA_TYPES = ("Standard", "Kohya LoCon")
+# kohya_ss's LoRA_type values (the SD1/SD2/SDXL ones), and what each one trains as:
+# sd-scripts `networks.lora` (Standard, Kohya LoCon), `networks.lora_fa`, `networks.dylora`, or the lycoris-lora
+# library's kohya wrapper `lycoris.kohya` with an algorithm (network/lycoris.py).
+LYCORIS_TYPES = (
+    "LyCORIS/LoCon", "LyCORIS/LoHa", "LyCORIS/LoKr", "LyCORIS/iA3", "LyCORIS/DyLoRA", "LyCORIS/GLoRA",
+    "LyCORIS/Diag-OFT", "LyCORIS/BOFT", "LyCORIS/Native Fine-Tuning",
+)
+LORA_TYPES = ("Standard", "Kohya LoCon", "Kohya DyLoRA", "LoRA-FA", *LYCORIS_TYPES, "Kohya LoHa", "Kohya LoKr")
+# Types kohya-lite does not train, with the reason (check reports it; the page still lists them so a file loads).
+UNSUPPORTED_LORA_TYPES: dict[str, str] = {
+    "LyCORIS/DyLoRA": "the lycoris-lora library's DyLoRA module cannot load weights back (no resume, no "
+                      "network_weights) and writes 1×1-conv up weights without their kernel dimensions",
+    "Kohya LoHa": "it is sd-scripts' own SDXL-only networks.loha fork, not available here",
+    "Kohya LoKr": "it is sd-scripts' own SDXL-only networks.lokr fork, not available here",
+}
+SUPPORTED_LORA_TYPES = tuple(t for t in LORA_TYPES if t not in UNSUPPORTED_LORA_TYPES)
+# kohya_ss shows the convolution rank/alpha for these types (lora_gui.py `convolution_row`).
 LOCON_LIKE_TYPES = (
     "Kohya LoCon", "Kohya DyLoRA", "Kohya LoHa", "Kohya LoKr", "LoRA-FA", "LyCORIS/LoCon", "LyCORIS/LoHa",
-    "LyCORIS/LoKr", "LyCORIS/DyLoRA", "LyCORIS/GLoRA", "LyCORIS/iA3", "LyCORIS/Diag-OFT", "LyCORIS/BOFT",
-    "LyCORIS/Native Fine-Tuning",
+    "LyCORIS/LoKr", "LyCORIS/DyLoRA", "LyCORIS/GLoRA", "LyCORIS/Diag-OFT", "LyCORIS/BOFT",
 )
+# The presets kohya_ss offers for LyCORIS (a path to a .toml preset file is accepted too).
+LYCORIS_PRESETS = ("attn-mlp", "attn-only", "full", "full-lin", "unet-transformer-only", "unet-convblock-only")
 
 
 @dataclass
@@ -87,6 +104,21 @@ class TrainingConfig:
     rank_dropout: float = 0.0
     module_dropout: float = 0.0
     scale_weight_norms: float = 0.0
+    # LyCORIS and DyLoRA options (kohya_ss key names and defaults); which type uses which: ui/fields.TYPE_FIELDS
+    LyCORIS_preset: str = "full"
+    factor: int = -1
+    bypass_mode: bool = False
+    dora_wd: bool = False
+    use_cp: bool = False
+    use_tucker: bool = False
+    use_scalar: bool = False
+    rank_dropout_scale: bool = False
+    constrain: float = 0.0
+    rescaled: bool = False
+    train_norm: bool = False
+    decompose_both: bool = False
+    train_on_input: bool = True
+    unit: int = 1
     # learning rate and optimizer
     learning_rate: float = 0.0001
     text_encoder_lr: float = 0.0001

@@ -4,7 +4,9 @@
   exactly as sd-scripts does, write atomically (temp file in the same folder, fsync, os.replace).
 - `load_lora` / `read_lora_file`: accept kohya files (any producer) and diffusers/peft layouts, and
   return canonical kohya tensors: `lora_te1_` on SD1 → `lora_te_`, a missing `text_model_` inserted,
-  SDXL diffusers UNet names → SGM, missing alpha → rank. LyCORIS files are refused clearly.
+  SDXL diffusers UNet names → SGM, missing alpha → rank. LyCORIS files (LoHa, LoKr, DoRA, …) are read only
+  where asked for (`allow_lycoris`: Generate, info, the library, network_weights of a LyCORIS training) and are
+  refused clearly elsewhere (resize and merge work on plain LoRA / LoCon).
 - `lora_file_info`: what a file is (family, rank/alpha, module counts, trigger words).
 """
 
@@ -29,7 +31,7 @@ KOHYA_SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
 _ALT_SUFFIXES = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
 # Tensor-name segments of LyCORIS / DoRA / OFT adapters (LoHa, LoKr, Tucker, GLoRA, norm, full diff)
 _LYCORIS_PREFIXES = ("hada_", "lokr_", "lora_mid", "dora_scale", "lora_magnitude_vector", "oft_")
-_LYCORIS_SEGMENTS = ("diff", "diff_b", "w_norm", "b_norm")
+_LYCORIS_SEGMENTS = ("diff", "diff_b", "w_norm", "b_norm", "on_input", "rescale", "lambda_layer")
 _GLORA_SEGMENTS = ("a1", "a2", "b1", "b2")
 
 
@@ -70,11 +72,20 @@ def _meta_str(value: Any) -> str:
 
 
 def check_kohya_keys(tensors: Mapping[str, torch.Tensor]) -> None:
-    """Only LoRA triplets with kohya prefixes (§1: any other tensor makes diffusers refuse the file)."""
+    """Only LoRA triplets with kohya prefixes (§1: any other tensor makes diffusers refuse the file). A LyCORIS
+    network's file (LoHa, LoKr, DoRA, … tensors) may hold the tensor names the lycoris library writes instead."""
+    lycoris = bool(lycoris_markers(tensors, kohya=True))
+    allowed = set(KOHYA_SUFFIXES)
+    if lycoris:
+        from kohya_lite.network.lycoris import library_suffixes
+
+        allowed |= library_suffixes()
     for key in tensors:
         name, _, suffix = key.partition(".")
-        if suffix not in KOHYA_SUFFIXES or not name.startswith(tuple(p + "_" for p in naming.ALL_PREFIXES)):
-            raise ValueError(f"not a kohya LoRA tensor: {key!r}")
+        if suffix not in allowed or not name.startswith(tuple(p + "_" for p in naming.ALL_PREFIXES)):
+            raise ValueError(f"not a kohya {'LyCORIS' if lycoris else 'LoRA'} tensor: {key!r}")
+    if lycoris:
+        return
     downs = {k.partition(".")[0] for k in tensors if k.endswith(".lora_down.weight")}
     ups = {k.partition(".")[0] for k in tensors if k.endswith(".lora_up.weight")}
     if downs != ups:
@@ -107,10 +118,16 @@ class LoraFile:
     metadata: dict[str, str]
     family: str  # 'sd1' | 'sd2' | 'sdxl'
     family_source: str  # 'argument' | 'metadata' | 'keys'
-    layout: str  # 'kohya' | 'peft'
+    layout: str  # 'kohya' | 'peft' | 'lycoris' (kohya names, LyCORIS tensors: LoHa, LoKr, DoRA, …)
     notes: list[str] = field(default_factory=list)  # normalisations applied
 
+    @property
+    def is_lycoris(self) -> bool:
+        return self.layout == "lycoris"
+
     def module_names(self) -> list[str]:
+        if self.is_lycoris:
+            return sorted({k.partition(".")[0] for k in self.tensors})
         return sorted(k[: -len(".lora_down.weight")] for k in self.tensors if k.endswith(".lora_down.weight"))
 
 
@@ -182,14 +199,17 @@ def lycoris_markers(keys, *, kohya: bool) -> list[str]:
     return sorted(set(found))
 
 
+LYCORIS_SCOPE = ("LyCORIS files work with Generate (<lora:…>), the epoch grid, the LoRA library, `lora info`/`verify` "
+                 "and as network_weights of a LyCORIS training; resize and merge take plain LoRA / LoCon files only")
+
+
 def _refuse_lycoris(keys, path: Path, field_name: str | None, *, kohya: bool) -> None:
     odd = lycoris_markers(keys, kohya=kohya)
     if odd:
         raise UserError(
             f"'{path.name}' is a LyCORIS/DoRA-type adapter ({', '.join(odd[:3])} tensors), "
             "which is not supported by this tool",
-            field=field_name, file=str(path),
-            fix="kohya-lite reads and writes plain LoRA / LoCon (LoRA-C3Lier) files; use a LyCORIS-aware tool for this one")
+            field=field_name, file=str(path), fix=LYCORIS_SCOPE)
 
 
 _PEFT_PATTERNS = (
@@ -284,10 +304,12 @@ def _peft_family_hint(entries: list[tuple[str, str, str, torch.Tensor]]) -> str:
     return guess_family_from_keys(as_kohya)
 
 
-def load_lora(path: str | Path, *, family: str | None = None, field_name: str | None = None) -> LoraFile:
+def load_lora(path: str | Path, *, family: str | None = None, field_name: str | None = None,
+              allow_lycoris: bool = False) -> LoraFile:
     """Read a LoRA file (kohya or diffusers/peft layout) into canonical kohya tensors; see module doc.
     `family` ('sd1'|'sd2'|'sdxl') is the model it will be used with; without it, the file's metadata or its
-    keys decide (§15)."""
+    keys decide (§15). With `allow_lycoris` a kohya-named LyCORIS file comes back as layout 'lycoris' (module
+    names made canonical, tensors as they are); without it such a file is a UserError."""
     p = Path(path)
     raw, metadata = _read_raw(p, field_name)
     if not raw:
@@ -298,6 +320,8 @@ def load_lora(path: str | Path, *, family: str | None = None, field_name: str | 
         extra = sorted(k for k in raw if not k.startswith(kohya_prefixes))
         raise UserError(f"'{p.name}' mixes LoRA tensors with other data ({extra[0]}, …)", field=field_name,
                         file=str(p), fix="bundled embeddings are not supported; save them as separate files")
+    if allow_lycoris and is_kohya and lycoris_markers(raw, kohya=True):
+        return _load_lycoris(raw, metadata, p, family, field_name)
     grouped = _parse_kohya(raw, p, field_name) if is_kohya else {}
     entries = [] if is_kohya else _parse_peft(raw, p, field_name)
 
@@ -339,6 +363,46 @@ def load_lora(path: str | Path, *, family: str | None = None, field_name: str | 
         tensors[f"{name}.lora_up.weight"] = up
         tensors[f"{name}.alpha"] = alpha.reshape(()).to(down.dtype)
     return LoraFile(tensors, metadata, family, source, "kohya" if is_kohya else "peft", notes)
+
+
+def _load_lycoris(raw: dict, metadata: dict, p: Path, family: str | None, field_name: str | None) -> LoraFile:
+    from kohya_lite.network.lycoris import library_suffixes
+
+    known = library_suffixes() | set(KOHYA_SUFFIXES)
+    odd = sorted(k for k in raw if k.partition(".")[2] not in known)
+    if odd:
+        raise UserError(f"'{p.name}' has a tensor no LyCORIS algorithm uses: {odd[0]}", field=field_name,
+                        file=str(p), fix="the file may be damaged, or made by a newer LyCORIS version")
+    source = "argument"
+    if not family:
+        family, source = family_from_metadata(metadata), "metadata"
+    if not family:
+        family, source = guess_family_from_keys(_lycoris_shape_hints(raw)), "keys"
+    tensors: dict[str, torch.Tensor] = {}
+    notes: list[str] = []
+    for key, value in sorted(raw.items()):
+        name, _, suffix = key.partition(".")
+        new = _canonical_kohya_name(name, family)
+        if new != name and not any(n.startswith(name + " ") for n in notes):
+            notes.append(f"{name} → {new}")
+        tensors[f"{new}.{suffix}"] = value
+    return LoraFile(tensors, metadata, family, source, "lycoris", notes)
+
+
+def _lycoris_shape_hints(raw: Mapping[str, torch.Tensor]) -> dict:
+    """Keys of a LyCORIS file with the shapes the family guess reads (attn2 key width, TE width) exposed as a
+    `lora_down`: LoCon's own down, LoHa's w1_b or the full `diff` (their second dimension is the input width)."""
+    from types import SimpleNamespace
+
+    hints: dict = {k: v for k, v in raw.items()}
+    for key, value in raw.items():
+        name, _, suffix = key.partition(".")
+        width = None
+        if suffix in ("hada_w1_b", "diff") and value.dim() == 2:
+            width = value.shape[1]
+        if width is not None and f"{name}.lora_down.weight" not in raw:
+            hints[f"{name}.lora_down.weight"] = SimpleNamespace(shape=(1, width))
+    return hints
 
 
 def _canonical_kohya_name(name: str, family: str) -> str:
@@ -384,6 +448,8 @@ class LoraInfo:
     trigger_words: list[str]
     sshs_model_hash: str
     metadata: dict[str, str]
+    algo: str = "LoRA"  # 'LoRA', or the LyCORIS algorithm(s): 'LoHa', 'LoKr', 'LoCon + Norm', …
+    lycoris: dict[str, Any] = field(default_factory=dict)  # LyCORIS files: network.lycoris.file_summary
 
     @property
     def scale(self) -> float:
@@ -435,15 +501,26 @@ def lora_file_info(path: str | Path) -> LoraInfo:
     """Summary of a LoRA file for the LoRA tools and the UI."""
     from kohya_lite.models import families
 
-    lf = load_lora(path)
+    lf = load_lora(path, allow_lycoris=True)
     names = lf.module_names()
     modules = Counter(naming.te_component(naming.split_prefix(n)[0]) if not n.startswith("lora_unet_") else naming.UNET
                       for n in names)
-    ranks = Counter(int(lf.tensors[f"{n}.lora_down.weight"].shape[0]) for n in names)
-    alphas = Counter(float(lf.tensors[f"{n}.alpha"]) for n in names)
-    conv = sum(1 for n in names if lf.tensors[f"{n}.lora_down.weight"].dim() == 4
-               and tuple(lf.tensors[f"{n}.lora_down.weight"].shape[2:]) != (1, 1))
-    dtypes = Counter(str(v.dtype).replace("torch.", "") for k, v in lf.tensors.items() if k.endswith(".weight"))
+    algo, summary = "LoRA", {}
+    if lf.is_lycoris:
+        from kohya_lite.network.lycoris import algo_label, file_summary
+
+        summary = file_summary(lf.tensors)
+        algo = algo_label(summary["algos"])
+        ranks, alphas = Counter(summary["ranks"]), Counter(summary["alphas"])
+        conv = sum(1 for k, v in lf.tensors.items() if k.endswith(".lora_down.weight") and v.dim() == 4
+                   and tuple(v.shape[2:]) != (1, 1))
+    else:
+        ranks = Counter(int(lf.tensors[f"{n}.lora_down.weight"].shape[0]) for n in names)
+        alphas = Counter(float(lf.tensors[f"{n}.alpha"]) for n in names)
+        conv = sum(1 for n in names if lf.tensors[f"{n}.lora_down.weight"].dim() == 4
+                   and tuple(lf.tensors[f"{n}.lora_down.weight"].shape[2:]) != (1, 1))
+    dtypes = Counter(str(v.dtype).replace("torch.", "") for k, v in lf.tensors.items()
+                     if v.is_floating_point() and not k.endswith((".alpha", ".on_input")))
     meta = lf.metadata
     v_pred = meta.get("modelspec.prediction_type") == "v" or meta.get("ss_base_model_version") == "sd_v2_v"
     return LoraInfo(
@@ -454,4 +531,4 @@ def lora_file_info(path: str | Path) -> LoraInfo:
         rank=ranks.most_common(1)[0][0] if ranks else 0, alpha=alphas.most_common(1)[0][0] if alphas else 0.0,
         ranks=dict(ranks), alphas=dict(alphas), output_name=meta.get("ss_output_name", Path(path).stem),
         title=meta.get("modelspec.title", ""), trigger_words=trigger_words(meta),
-        sshs_model_hash=meta.get("sshs_model_hash", ""), metadata=dict(meta))
+        sshs_model_hash=meta.get("sshs_model_hash", ""), metadata=dict(meta), algo=algo, lycoris=summary)

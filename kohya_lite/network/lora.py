@@ -37,7 +37,7 @@ class LoRAModule(nn.Module):
 
     def __init__(self, lora_name: str, org_module: nn.Module, *, rank: int, alpha: float | None = None,
                  multiplier: float = 1.0, dropout: float = 0.0, rank_dropout: float = 0.0,
-                 module_dropout: float = 0.0):
+                 module_dropout: float = 0.0, frozen_down: bool = False):
         super().__init__()
         self.lora_name = lora_name
         self.lora_dim = int(rank)
@@ -52,7 +52,12 @@ class LoRAModule(nn.Module):
             self.lora_up = nn.Linear(rank, org_module.out_features, bias=False, **factory)
         else:
             raise TypeError(f"LoRA supports Linear and Conv2d, not {type(org_module).__name__} ({lora_name})")
-        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        if frozen_down:  # LoRA-FA (sd-scripts networks.lora_fa): down is a fixed random projection, as in the paper
+            fan_in = org_module.in_channels if isinstance(org_module, nn.Conv2d) else org_module.in_features
+            nn.init.normal_(self.lora_down.weight, std=math.sqrt(2.0 / (fan_in + rank)))
+            self.lora_down.weight.requires_grad_(False)
+        else:
+            nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
         alpha = _alpha_value(alpha, rank)
         self.scale = alpha / self.lora_dim
@@ -231,6 +236,8 @@ class LoRANetwork(nn.Module):
         self._component = dict(components or {})
         self.text_encoder_loras: list[LoRAModule] = []
         self.unet_loras: list[LoRAModule] = []
+        modules = list(modules)
+        self.supports_loraplus = not any(not lora.lora_down.weight.requires_grad for lora in modules)
         for lora in modules:
             self.add_module(lora.lora_name, lora)
             if lora.lora_name.startswith(naming.UNET_PREFIX + "_"):
@@ -243,9 +250,10 @@ class LoRANetwork(nn.Module):
     def create(cls, model: Any, rank: int, alpha: float | None = None, *, conv_rank: int = 0,
                conv_alpha: float | None = None, train_unet: bool = True, train_text_encoder: bool = True,
                dropout: float = 0.0, rank_dropout: float = 0.0, module_dropout: float = 0.0,
-               multiplier: float = 1.0) -> "LoRANetwork":
+               multiplier: float = 1.0, frozen_down: bool = False) -> "LoRANetwork":
         """A fresh network (down: kaiming-uniform, up: zeros → a no-op until trained) on `model`
-        (a LoadedModel, or anything with `family`, `unet` and `text_encoders`)."""
+        (a LoadedModel, or anything with `family`, `unet` and `text_encoders`). `frozen_down` makes it LoRA-FA:
+        down is normal-initialised and never trained, only up learns."""
         if rank <= 0:
             raise UserError(f"network_dim must be at least 1 (got {rank})", field="network_dim",
                             fix="use 4–32 for most LoRAs; 8 is the kohya_ss default")
@@ -256,12 +264,13 @@ class LoRANetwork(nn.Module):
         for t in targets:
             r, a = (conv_rank, conv_alpha) if t.conv3x3 else (rank, alpha)
             modules.append(LoRAModule(t.name, t.module, rank=r, alpha=a, multiplier=multiplier, dropout=dropout,
-                                      rank_dropout=rank_dropout, module_dropout=module_dropout))
+                                      rank_dropout=rank_dropout, module_dropout=module_dropout,
+                                      frozen_down=frozen_down))
         return cls(modules, model.family, multiplier=multiplier, components={t.name: t.component for t in targets})
 
     @classmethod
     def from_weights(cls, model: Any, tensors: Mapping[str, torch.Tensor], *, multiplier: float = 1.0,
-                     **dropouts: float) -> "LoRANetwork":
+                     frozen_down: bool = False, **dropouts: float) -> "LoRANetwork":
         """A network shaped like a kohya state dict (rank and alpha per module from the file, conv modules
         included; sd-scripts `dim_from_weights`), with the file's weights loaded."""
         names = {k[: -len(".lora_down.weight")] for k in tensors if k.endswith(".lora_down.weight")}
@@ -279,7 +288,7 @@ class LoRANetwork(nn.Module):
             down = tensors[f"{name}.lora_down.weight"]
             alpha = tensors.get(f"{name}.alpha")
             modules.append(LoRAModule(name, targets[name].module, rank=down.shape[0], alpha=alpha,
-                                      multiplier=multiplier, **dropouts))
+                                      multiplier=multiplier, frozen_down=frozen_down, **dropouts))
         net = cls(modules, model.family, multiplier=multiplier,
                   components={n: targets[n].component for n in names})
         net.load_kohya_state_dict(tensors, strict=True)
@@ -328,7 +337,10 @@ class LoRANetwork(nn.Module):
                                loraplus_lr_ratio: float = 0.0, loraplus_unet_lr_ratio: float = 0.0,
                                loraplus_text_encoder_lr_ratio: float = 0.0) -> list[dict]:
         """Optimizer groups as sd-scripts builds them: TE and UNet apart, each split into `lora_up` at
-        lr·ratio when LoRA+ is on; groups whose LR is 0/None are dropped."""
+        lr·ratio when LoRA+ is on (not for LoRA-FA, whose sd-scripts module has no LoRA+); groups whose LR is
+        0/None are dropped."""
+        if not self.supports_loraplus:
+            loraplus_lr_ratio = loraplus_unet_lr_ratio = loraplus_text_encoder_lr_ratio = 0.0
         groups = []
         for part, loras, lr, ratio in (
             ("textencoder", self.text_encoder_loras, text_encoder_lr, loraplus_text_encoder_lr_ratio or loraplus_lr_ratio),
@@ -337,8 +349,10 @@ class LoRANetwork(nn.Module):
             if not loras or not lr:
                 continue
             ups = [lora.lora_up.weight for lora in loras] if ratio else []
-            rest = [p for lora in loras for p in lora.parameters() if not any(p is u for u in ups)]
-            groups.append({"name": part, "params": rest, "lr": lr})
+            rest = [p for lora in loras for p in lora.parameters()
+                    if p.requires_grad and not any(p is u for u in ups)]  # LoRA-FA: frozen downs stay out
+            if rest:
+                groups.append({"name": part, "params": rest, "lr": lr})
             if ups:
                 groups.append({"name": f"{part}_plus", "params": ups, "lr": lr * ratio})
         return groups

@@ -49,14 +49,32 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
+def network_module(cfg: TrainingConfig) -> str:
+    """sd-scripts' `network_module` for the config's LoRA type (`ss_network_module`)."""
+    from kohya_lite.network import lycoris
+
+    if lycoris.is_lycoris_type(cfg.LoRA_type):
+        return lycoris.NETWORK_MODULE
+    return {"LoRA-FA": "networks.lora_fa", "Kohya DyLoRA": "networks.dylora"}.get(cfg.LoRA_type, NETWORK_MODULE)
+
+
 def network_args(cfg: TrainingConfig) -> dict[str, str]:
-    """The `k=v` network args kohya_ss passes for `Standard` / `Kohya LoCon`, values as strings."""
+    """The `k=v` network args kohya_ss passes for the config's LoRA type, values as strings: conv rank for Kohya
+    LoCon (and DyLoRA, with its unit), the dropouts and LoRA+ ratios when set; LyCORIS: `lycoris.network_args`."""
+    from kohya_lite.network import lycoris
+
+    if lycoris.is_lycoris_type(cfg.LoRA_type):
+        return lycoris.network_args(cfg)
     args: dict[str, str] = {}
     if cfg.LoRA_type == "Kohya LoCon" and cfg.conv_dim:
         args["conv_dim"] = _compact(cfg.conv_dim)
         args["conv_alpha"] = _compact(cfg.conv_alpha)
-    for key in ("rank_dropout", "module_dropout", "loraplus_lr_ratio", "loraplus_unet_lr_ratio",
-                "loraplus_text_encoder_lr_ratio"):
+    if cfg.LoRA_type == "Kohya DyLoRA":
+        for key in ("conv_dim", "conv_alpha"):
+            if getattr(cfg, key):
+                args[key] = _compact(getattr(cfg, key))
+    keys = ["rank_dropout", "module_dropout"] + (["unit"] if cfg.LoRA_type == "Kohya DyLoRA" else [])
+    for key in keys + ["loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio"]:
         value = getattr(cfg, key)
         if value:
             args[key] = _compact(value)
@@ -121,7 +139,7 @@ def ss_metadata(cfg: TrainingConfig, **runtime: Any) -> dict[str, str]:
         "ss_max_train_steps": _opt(cfg.max_train_steps),
         "ss_lr_warmup_steps": cfg.lr_warmup_steps,
         "ss_lr_scheduler": cfg.lr_scheduler,
-        "ss_network_module": NETWORK_MODULE,
+        "ss_network_module": network_module(cfg),
         "ss_network_dim": cfg.network_dim,
         "ss_network_alpha": float(cfg.network_alpha),
         "ss_network_dropout": _opt(cfg.network_dropout),
