@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kohya_lite.config import (
-    PRECISIONS, QUICK_PICKS, SAVE_PRECISIONS, SCHEDULERS, SUPPORTED_LORA_TYPES, TrainingConfig, known_optimizer,
-    parse_kv_args, parse_resolution, te_lr_of, unet_lr_of,
+    LOCON_LIKE_TYPES, LYCORIS_PRESETS, PRECISIONS, QUICK_PICKS, SAVE_PRECISIONS, SCHEDULERS,
+    SUPPORTED_LORA_TYPES, UNSUPPORTED_LORA_TYPES, TrainingConfig, known_optimizer, parse_kv_args, parse_resolution,
+    te_lr_of, unet_lr_of,
 )
 from kohya_lite.dataset.folders import DatasetSummary, Subset, caption_path, list_images, load_caption, scan_dataset
 from kohya_lite.dataset.images import LARGE_SIDE, check_image
@@ -103,6 +104,9 @@ RANGES: dict[str, Range] = {
     "rank_dropout": Range(0, 1, hi_open=True, fix=_DROPOUT),
     "module_dropout": Range(0, 1, hi_open=True, fix=_DROPOUT),
     "scale_weight_norms": Range(0, fix="use 0 (off) or 1"),
+    "factor": Range(-1, fix="use -1 (LoKr picks the factor itself), or e.g. 4–16"),
+    "constrain": Range(0, fix="use 0 (no constraint)"),
+    "unit": Range(1, fix="use 1, or a divisor of the rank such as 4"),
     # learning rate and optimizer
     "learning_rate": Range(0, fix=_LR),
     "unet_lr": Range(0, fix=_LR),
@@ -291,9 +295,23 @@ def _check_safetensors(path: Path, field_name: str, what: str, r: CheckResult) -
 
 # ---- network and learning -------------------------------------------------------------------------
 def _check_network(cfg: TrainingConfig, r: CheckResult) -> None:
-    if cfg.LoRA_type not in SUPPORTED_LORA_TYPES:
-        r.error(f"LoRA type '{cfg.LoRA_type}' is not supported", field="LoRA_type",
-                fix=f"choose one of: {', '.join(SUPPORTED_LORA_TYPES)} (LyCORIS types are not implemented)")
+    from kohya_lite.network.lycoris import is_lycoris_type
+
+    if cfg.LoRA_type in UNSUPPORTED_LORA_TYPES:
+        r.error(f"LoRA type '{cfg.LoRA_type}' is not supported: {UNSUPPORTED_LORA_TYPES[cfg.LoRA_type]}",
+                field="LoRA_type", fix="choose another type, e.g. Kohya DyLoRA for a DyLoRA, or LyCORIS/LoCon")
+    elif cfg.LoRA_type not in SUPPORTED_LORA_TYPES:
+        r.error(f"'{cfg.LoRA_type}' is not a LoRA type kohya-lite knows", field="LoRA_type",
+                fix=f"choose one of: {', '.join(SUPPORTED_LORA_TYPES)}")
+    elif is_lycoris_type(cfg.LoRA_type):
+        _check_lycoris(cfg, r)
+    elif cfg.LoRA_type == "Kohya DyLoRA":
+        _check_dylora(cfg, r)
+    elif cfg.LoRA_type == "LoRA-FA":
+        if cfg.loraplus_lr_ratio or cfg.loraplus_unet_lr_ratio or cfg.loraplus_text_encoder_lr_ratio:
+            r.warn("LoRA+ ratios are ignored for LoRA-FA: only the up weights train, at the normal learning rate "
+                   "(sd-scripts' networks.lora_fa has no LoRA+)", field="loraplus_lr_ratio", fix="set them to 0")
+    _check_network_weights(cfg, r)
     if cfg.network_alpha == 0:
         r.warn("network_alpha 0 trains with alpha 1 (scale 1/rank), as kohya_ss and sd-scripts do: kohya_ss drops "
                "zero values and sd-scripts then uses its default of 1", field="network_alpha",
@@ -303,6 +321,63 @@ def _check_network(cfg: TrainingConfig, r: CheckResult) -> None:
     if cfg.dataset_config:
         r.error("dataset TOML files are not supported yet", field="dataset_config",
                 fix="clear dataset_config and use train_data_dir with N_name folders")
+
+
+def _check_lycoris(cfg: TrainingConfig, r: CheckResult) -> None:
+    from lycoris.config import PRESET
+
+    preset = cfg.LyCORIS_preset.strip()
+    if preset not in PRESET:
+        path = Path(preset).expanduser()
+        if not preset or not path.is_file():
+            r.error(f"LyCORIS preset '{preset}' is neither a preset name nor a .toml file", field="LyCORIS_preset",
+                    fix=f"choose one of {', '.join(LYCORIS_PRESETS)} ('full' is kohya_ss's default), or give the "
+                        "path of a preset .toml")
+        else:
+            from kohya_lite.network.lycoris import resolve_preset
+
+            try:
+                resolve_preset(preset)
+            except UserError as exc:
+                r.problems.append(exc.problem)
+    if cfg.LoRA_type == "LyCORIS/LoKr":
+        if cfg.factor == 0:
+            r.error("the LoKr factor cannot be 0", field="factor", fix="use -1 (automatic) or a factor such as 8")
+        if cfg.use_tucker and not cfg.use_cp:
+            r.warn("for LoKr, kohya_ss passes 'use_cp' after 'use_tucker' and lycoris takes use_cp: Tucker stays off",
+                   field="use_tucker", fix="tick 'Use CP decomposition' to use the Tucker decomposition with LoKr")
+
+
+def _check_dylora(cfg: TrainingConfig, r: CheckResult) -> None:
+    if cfg.unit >= 1 and cfg.network_dim % cfg.unit:
+        r.error(f"the DyLoRA unit {cfg.unit} does not divide the rank {cfg.network_dim}", field="unit",
+                fix="make network_dim a multiple of the unit (e.g. rank 16 with unit 4), or use unit 1")
+    if cfg.conv_dim and cfg.conv_dim != cfg.network_dim:
+        r.error(f"Kohya DyLoRA needs conv_dim equal to network_dim ({cfg.network_dim}), got {cfg.conv_dim}",
+                field="conv_dim", fix=f"set conv_dim to {cfg.network_dim} to train the 3×3 convolutions too, or to 0 "
+                                      "to leave them out (sd-scripts' networks.dylora allows nothing else)")
+    if cfg.scale_weight_norms:
+        r.warn("scale_weight_norms is ignored for Kohya DyLoRA (sd-scripts' networks.dylora has no max-norm)",
+               field="scale_weight_norms", fix="set it to 0")
+
+
+def _check_network_weights(cfg: TrainingConfig, r: CheckResult) -> None:
+    """A LyCORIS file continues only a LyCORIS type (and the other way round: a LyCORIS type reads plain LoRAs)."""
+    from kohya_lite.network.io import lycoris_markers
+    from kohya_lite.network.lycoris import is_lycoris_type
+
+    p = Path(cfg.network_weights).expanduser() if cfg.network_weights else None
+    if p is None or p.suffix.lower() != ".safetensors" or not p.is_file():
+        return
+    try:
+        header = safetensors_file.read_header(p)
+    except (OSError, ValueError):
+        return  # _check_model reports a damaged file
+    odd = lycoris_markers([k for k in header if k != "__metadata__"], kohya=True)
+    if odd and not is_lycoris_type(cfg.LoRA_type):
+        r.error(f"network_weights '{p.name}' is a LyCORIS file ({', '.join(odd[:3])} tensors), which a "
+                f"{cfg.LoRA_type} network cannot continue", field="network_weights", file=str(p),
+                fix="choose the LyCORIS type the file was trained with (e.g. LyCORIS/LoHa for hada_* tensors)")
 
 
 def _check_learning(cfg: TrainingConfig, r: CheckResult) -> None:
@@ -596,8 +671,10 @@ def format_report(cfg: TrainingConfig, result: CheckResult) -> str:
     """The text `kohya-lite check` prints: settings, dataset, step arithmetic, then every problem."""
     lines = ["Settings"]
     lines.append(f"  model        {cfg.pretrained_model_name_or_path}  ({cfg.family}{', v-pred' if cfg.v_parameterization else ''})")
+    conv = cfg.LoRA_type in LOCON_LIKE_TYPES and cfg.LoRA_type != "LoRA-FA" and cfg.conv_dim
     lines.append(f"  network      {cfg.LoRA_type}, rank {cfg.network_dim}, alpha {cfg.network_alpha:g}"
-                 + (f", conv {cfg.conv_dim}/{cfg.conv_alpha:g}" if cfg.LoRA_type == "Kohya LoCon" else ""))
+                 + (f", conv {cfg.conv_dim}/{cfg.conv_alpha:g}" if conv else "")
+                 + (f", preset {cfg.LyCORIS_preset}" if cfg.LoRA_type.startswith("LyCORIS/") else ""))
     lines.append(f"  learning     {cfg.optimizer}, lr {cfg.learning_rate:g} (UNet {unet_lr_of(cfg):g}, TE {te_lr_of(cfg):g}), "
                  f"{cfg.lr_scheduler}, warmup {cfg.lr_warmup_steps or str(cfg.lr_warmup) + '%'}")
     lines.append(f"  resolution   {cfg.max_resolution}, buckets {'on' if cfg.enable_bucket else 'off'}, "

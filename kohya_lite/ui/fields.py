@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kohya_lite.config import (
-    OPTIMIZERS, PRECISIONS, QUICK_PICKS, SAMPLERS, SAVE_PRECISIONS, SCHEDULERS, SUPPORTED_LORA_TYPES, TrainingConfig,
-    merge_config,
+    LOCON_LIKE_TYPES, LORA_TYPES, LYCORIS_PRESETS, LYCORIS_TYPES, OPTIMIZERS, PRECISIONS, QUICK_PICKS, SAMPLERS,
+    SAVE_PRECISIONS, SCHEDULERS, TrainingConfig, merge_config,
 )
 
 # kind: text | textarea | int | float | bool | choice | path (folder) | model (model file/folder) | file
@@ -39,7 +39,51 @@ QUICK_PICK_CHOICES: list[tuple[str, str]] = [
     "runwayml/stable-diffusion-v1-5", "stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-2-1",
     "stabilityai/stable-diffusion-xl-base-1.0")]
 
-LORA_TYPES = (*SUPPORTED_LORA_TYPES, "LyCORIS/LoCon", "LyCORIS/LoHa", "LyCORIS/LoKr", "Kohya DyLoRA", "LoRA-FA")
+# Which LoRA types show which type-specific field (kohya_ss lora_gui.py `update_LoRA_settings`); a field not
+# listed here is shown for every type. The page hides the others, as kohya_ss does.
+_LY = {t.split("/", 1)[1]: t for t in LYCORIS_TYPES}
+_RANKED = {"Standard", "Kohya LoCon", "Kohya DyLoRA", "LoRA-FA", "Kohya LoHa", "Kohya LoKr", _LY["BOFT"],
+           _LY["Diag-OFT"], _LY["DyLoRA"], _LY["GLoRA"], _LY["LoCon"], _LY["LoHa"], _LY["LoKr"]}
+_LOCON_LOHA_LOKR = {_LY["LoCon"], _LY["LoHa"], _LY["LoKr"]}
+_DROPOUT_TYPES = {"Standard", "Kohya LoCon", "Kohya DyLoRA", "LoRA-FA", _LY["BOFT"], _LY["Diag-OFT"], _LY["GLoRA"],
+                  *_LOCON_LOHA_LOKR, _LY["Native Fine-Tuning"]}
+_LORAPLUS_TYPES = _DROPOUT_TYPES | {"Kohya LoHa", "Kohya LoKr"}
+TYPE_FIELDS: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in {
+    "network_dim": _RANKED,
+    "network_alpha": _RANKED,
+    "conv_dim": LOCON_LIKE_TYPES,
+    "conv_alpha": LOCON_LIKE_TYPES,
+    "LyCORIS_preset": LYCORIS_TYPES,
+    "factor": {"Kohya LoKr", _LY["LoKr"]},
+    "bypass_mode": _LOCON_LOHA_LOKR,
+    "dora_wd": _LOCON_LOHA_LOKR,
+    "use_scalar": _LOCON_LOHA_LOKR,
+    "use_cp": {_LY["LoKr"]},
+    "use_tucker": {"Kohya LoHa", "Kohya LoKr", _LY["BOFT"], _LY["Diag-OFT"], _LY["DyLoRA"], _LY["GLoRA"],
+                   *_LOCON_LOHA_LOKR},
+    "rank_dropout_scale": {_LY["BOFT"], _LY["Diag-OFT"], _LY["GLoRA"], *_LOCON_LOHA_LOKR, _LY["Native Fine-Tuning"]},
+    "constrain": {_LY["Diag-OFT"]},
+    "rescaled": {_LY["Diag-OFT"]},
+    "train_norm": {_LY["DyLoRA"], _LY["BOFT"], _LY["Diag-OFT"], _LY["GLoRA"], *_LOCON_LOHA_LOKR,
+                   _LY["Native Fine-Tuning"]},
+    "decompose_both": {_LY["LoKr"]},
+    "train_on_input": {_LY["iA3"]},
+    "unit": {"Kohya DyLoRA", _LY["DyLoRA"]},
+    "scale_weight_norms": {"Standard", "Kohya LoCon", "Kohya DyLoRA", "LoRA-FA", _LY["DyLoRA"], _LY["GLoRA"],
+                           *_LOCON_LOHA_LOKR},
+    "network_dropout": _DROPOUT_TYPES,
+    "rank_dropout": _DROPOUT_TYPES | {"Kohya LoHa", "Kohya LoKr"},
+    "module_dropout": _DROPOUT_TYPES | {"Kohya LoHa", "Kohya LoKr"},
+    "loraplus_lr_ratio": _LORAPLUS_TYPES,
+    "loraplus_unet_lr_ratio": _LORAPLUS_TYPES,
+    "loraplus_text_encoder_lr_ratio": _LORAPLUS_TYPES,
+}.items()}
+
+
+def shown_for(name: str, lora_type: str) -> bool:
+    """Whether the page shows field `name` for `lora_type` (kohya_ss's rules; unknown types show everything)."""
+    types = TYPE_FIELDS.get(name)
+    return types is None or lora_type not in LORA_TYPES or lora_type in types
 
 
 @dataclass(frozen=True)
@@ -97,7 +141,10 @@ FIELD_SPECS: list[FieldSpec] = [
     _f("gpu_ids", "GPU IDs", "e.g. 0,1", "text", "accelerate"),
     _f("main_process_port", "Main process port", "0 = default", "int", "accelerate"),
     # ---- basic
-    _f("LoRA_type", "LoRA type", "Standard, or Kohya LoCon to train the conv layers too", "choice", "basic", LORA_TYPES),
+    _f("LoRA_type", "LoRA type", "Standard; Kohya LoCon also trains the conv layers; LyCORIS types train with the "
+       "lycoris-lora library (LoHa, LoKr, …)", "choice", "basic", LORA_TYPES),
+    _f("LyCORIS_preset", "LyCORIS Preset", "which layers train: full (kohya_ss default), attn-mlp, …, or the path of a "
+       ".toml preset", "choice", "basic", LYCORIS_PRESETS),
     _f("network_weights", "Network weights", "start from an existing LoRA file (optional)", "file", "basic"),
     _f("dim_from_weights", "DIM from weights", "take the rank from the network weights file", "bool", "basic"),
     _f("train_batch_size", "Train batch size", "images per step", "int", "basic"),
@@ -133,8 +180,29 @@ FIELD_SPECS: list[FieldSpec] = [
     _f("loraplus_text_encoder_lr_ratio", "LoRA+ Text Encoder learning rate ratio", "", "float", "basic"),
     _f("network_dim", "Network Rank (Dimension)", "1–512; 8–32 for most subjects", "int", "basic"),
     _f("network_alpha", "Network Alpha", "scale = alpha / rank; 1 or the rank", "float", "basic"),
-    _f("conv_dim", "Convolution Rank (Dimension)", "Kohya LoCon only", "int", "basic"),
-    _f("conv_alpha", "Convolution Alpha", "Kohya LoCon only", "float", "basic"),
+    _f("conv_dim", "Convolution Rank (Dimension)", "rank of the 3×3 convolutions (LoCon-like types)", "int", "basic"),
+    _f("conv_alpha", "Convolution Alpha", "scale = alpha / conv rank", "float", "basic"),
+    _f("factor", "LoKr factor", "-1 = automatic; the Kronecker factor of the smaller block", "int", "basic"),
+    _f("bypass_mode", "Bypass mode", "adds the change in the forward pass instead of rebuilding the weight "
+       "(for 8-bit/4-bit base layers)", "bool", "basic"),
+    _f("dora_wd", "DoRA Weight Decompose", "DoRA: trains the weights' magnitude and direction apart (dora_scale)",
+       "bool", "basic"),
+    _f("use_cp", "Use CP decomposition", "LoKr: Tucker/CP core for 3×3 convs (for LoKr it decides over 'Use "
+       "Tucker')", "bool", "basic"),
+    _f("use_tucker", "Use Tucker decomposition", "3×3 convs through a small Tucker core (lora_mid, hada_t*, lokr_t*)",
+       "bool", "basic"),
+    _f("use_scalar", "Use Scalar", "trains an extra scalar in front of the weight change (other initialisation)",
+       "bool", "basic"),
+    _f("rank_dropout_scale", "Rank Dropout Scale", "kohya_ss passes it; lycoris' kohya wrapper does not use it", "bool",
+       "basic"),
+    _f("constrain", "Constrain OFT", "limit on the OFT blocks' norm; 0 = none", "float", "basic"),
+    _f("rescaled", "Rescaled OFT", "an extra trained scale per output of the OFT blocks", "bool", "basic"),
+    _f("train_norm", "Train Norm", "also trains the normalisation layers of the chosen blocks (w_norm, b_norm)",
+       "bool", "basic"),
+    _f("decompose_both", "LoKr decompose both", "also factor the smaller Kronecker block into two", "bool", "basic"),
+    _f("train_on_input", "iA3 train on input", "kohya_ss passes it; lycoris' kohya wrapper does not use it (iA3 "
+       "scales the layers' outputs)", "bool", "basic"),
+    _f("unit", "DyLoRA Unit / Block size", "the trained rank can later be cut at multiples of this", "int", "basic"),
     _f("scale_weight_norms", "Scale weight norms", "0 = off; 1 recommended", "float", "basic"),
     _f("network_dropout", "Network dropout", "0–0.5", "float", "basic"),
     _f("rank_dropout", "Rank dropout", "", "float", "basic"),

@@ -13,11 +13,11 @@ from typing import Any
 import gradio as gr
 
 from kohya_lite.check import run_check
-from kohya_lite.config import LOCON_LIKE_TYPES, TrainingConfig, config_json
+from kohya_lite.config import TrainingConfig, config_json
 from kohya_lite.dataset.folders import scan_dataset
 from kohya_lite.dataset.steps import plan_steps
 from kohya_lite.ui import config_file, training_panel
-from kohya_lite.ui.fields import SPEC_BY_NAME, specs_in
+from kohya_lite.ui.fields import SPEC_BY_NAME, TYPE_FIELDS, shown_for, specs_in
 from kohya_lite.ui.page import Page, section_title
 from kohya_lite.ui.safe import safe
 from kohya_lite.ui.source_model import detect_model
@@ -171,19 +171,19 @@ def build(cfg: TrainingConfig, worker: Any, app: gr.Blocks, config_path: str = "
     w["pretrained_model_name_or_path"].change(detect, [w["pretrained_model_name_or_path"]], model_outputs,
                                               trigger_mode="always_last", show_progress="hidden")
 
-    # ---- kohya_ss's show/hide rules: conv rank only for LoCon-like types, SDXL options only for SDXL,
-    # v_param only for SD2
-    conv = [w["conv_dim"], w["conv_alpha"]]
-    for c in conv:
-        c.visible = cfg.LoRA_type in LOCON_LIKE_TYPES
+    # ---- kohya_ss's show/hide rules: the LoRA type's own fields (conv rank, LyCORIS preset/options, DyLoRA
+    # unit, …: fields.TYPE_FIELDS), SDXL options only for SDXL, v_param only for SD2
+    typed = [n for n in TYPE_FIELDS if n in w]
+    for n in typed:
+        w[n].visible = shown_for(n, cfg.LoRA_type)
     page.accordions["sdxl"].visible = cfg.sdxl
     w["v_parameterization"].interactive = cfg.v2
 
-    def show_conv(lora_type: str):
-        return [gr.update(visible=lora_type in LOCON_LIKE_TYPES)] * len(conv)
+    def show_type_fields(lora_type: str):
+        return [gr.update(visible=shown_for(n, lora_type)) for n in typed]
 
-    w["LoRA_type"].change(show_conv, [w["LoRA_type"]], conv, queue=False, show_progress="hidden",
-                          api_visibility="private")
+    w["LoRA_type"].change(show_type_fields, [w["LoRA_type"]], [w[n] for n in typed], queue=False,
+                          show_progress="hidden", api_visibility="private")
     w["sdxl"].change(lambda on: gr.update(visible=bool(on)), [w["sdxl"]], [page.accordions["sdxl"]], queue=False,
                      show_progress="hidden", api_visibility="private")
     w["v2"].change(lambda on: gr.update(interactive=bool(on)), [w["v2"]], [w["v_parameterization"]], queue=False,
