@@ -12,7 +12,9 @@ kohya's inline sample options are accepted after the prompt: `… --n negative -
 Applying (`merged_loras`): A1111's merge, exact and reversible. For every adapted module
 W' = W + Σᵢ wᵢ·(αᵢ/rᵢ)·upᵢ@downᵢ (wᵢ = the TE or UNet weight of tag i), summed in fp32 and added once;
 the touched weights are backed up (in CPU memory, as A1111 does) and copied back bit for bit afterwards,
-also on errors. Weight 0 contributes nothing. A LoRA of another family (SDXL on SD1, SD2 on SD1 …) is a
+also on errors. Weight 0 contributes nothing. LyCORIS files (LoHa, LoKr, iA3, DoRA, …) go the same way with
+ΔWᵢ = merged(wᵢ) − W from the lycoris library's own modules (`network.lycoris.lycoris_deltas`; norm layers
+and native fine-tuning change biases too). A LoRA of another family (SDXL on SD1, SD2 on SD1 …) is a
 UserError before anything is touched. Rendering is `engine.sampling.render` (Euler a by default).
 """
 
@@ -273,7 +275,7 @@ class UsedLora:
 
 @lru_cache(maxsize=4)
 def _load_cached(path: str, mtime_ns: int, size: int) -> LoraFile:
-    return load_lora(path, field_name="prompt")
+    return load_lora(path, field_name="prompt", allow_lycoris=True)
 
 
 def read_lora(path: str | Path) -> LoraFile:
@@ -353,7 +355,37 @@ def _fit(delta: torch.Tensor, weight: torch.Tensor, name: str, lora: LoraUse, fa
         fix="use a LoRA trained on the same base model family (SD1.x, SD2.x or SDXL)")
 
 
-Delta = tuple[torch.nn.Module, torch.Tensor]  # (module whose .weight changes, fp32 ΔW shaped like it)
+# (module whose .weight (and .bias) change, fp32 ΔW shaped like the weight, fp32 Δbias or None)
+Delta = tuple[torch.nn.Module, torch.Tensor, "torch.Tensor | None"]
+
+
+def _add(total: dict[int, Delta], module: torch.nn.Module, dw: torch.Tensor, db: torch.Tensor | None) -> None:
+    key = id(module)
+    if key in total:
+        _, pw, pb = total[key]
+        dw = pw + dw
+        db = pb if db is None else (db if pb is None else pb + db)
+    total[key] = (module, dw, db)
+
+
+def _lycoris_use(model: Any, use: LoraUse, total: dict[int, Delta]) -> UsedLora:
+    from kohya_lite.network.lycoris import lycoris_deltas
+
+    names = use.file.module_names()
+    try:
+        deltas, skipped = lycoris_deltas(model, use.file.tensors, unet_multiplier=use.unet_weight,
+                                         te_multiplier=use.te_weight)
+    except UserError as exc:
+        raise UserError(f"the LoRA '{use.name}': {exc.message}", field="prompt", file=str(use.path),
+                        fix=exc.fix) from None
+    if names and len(skipped) == len(names):
+        raise UserError(f"none of the {len(names)} modules of the LoRA '{use.name}' exist in this "
+                        f"{families.info(model.family).label} model (first: {names[0]})",
+                        field="prompt", file=str(use.path),
+                        fix="use a LoRA trained on the same base model family (SD1.x, SD2.x or SDXL)")
+    for d in deltas:
+        _add(total, d.module, d.weight, d.bias)
+    return UsedLora(use.name, str(use.path), use.te_weight, use.unet_weight, use.file.family, len(deltas), skipped)
 
 
 def lora_deltas(model: Any, uses: Sequence[LoraUse]) -> tuple[list[Delta], list[UsedLora]]:
@@ -362,6 +394,9 @@ def lora_deltas(model: Any, uses: Sequence[LoraUse]) -> tuple[list[Delta], list[
     total: dict[int, Delta] = {}
     used: list[UsedLora] = []
     for use in uses:
+        if use.file.is_lycoris:
+            used.append(_lycoris_use(model, use, total))
+            continue
         names = use.file.module_names()
         skipped = [n for n in names if index.get(n) is None]
         if len(skipped) == len(names):
@@ -381,9 +416,7 @@ def lora_deltas(model: Any, uses: Sequence[LoraUse]) -> tuple[list[Delta], list[
             delta = _fit(delta_weight(down, up, scale), module.weight, name, use, model.family)
             if w == 0:
                 continue
-            key = id(module)
-            prev = total[key][1] if key in total else 0
-            total[key] = (module, prev + w * delta)
+            _add(total, module, w * delta, None)
             merged += 1
         used.append(UsedLora(use.name, str(use.path), use.te_weight, use.unet_weight, use.file.family, merged, skipped))
     return list(total.values()), used
@@ -396,10 +429,12 @@ def merged_loras(model: Any, uses: Sequence[LoraUse]) -> Iterator[list[UsedLora]
     backup: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         with torch.no_grad():
-            for module, delta in deltas:
-                w = module.weight
-                backup.append((w, w.detach().to("cpu", copy=True)))  # on the CPU, as A1111: no VRAM doubling
-                w.copy_((w.float() + delta.to(w.device)).to(w.dtype))
+            for module, delta, bias_delta in deltas:
+                for param, d in ((module.weight, delta), (getattr(module, "bias", None), bias_delta)):
+                    if d is None or param is None:
+                        continue
+                    backup.append((param, param.detach().to("cpu", copy=True)))  # on the CPU, as A1111
+                    param.copy_((param.float() + d.to(param.device)).to(param.dtype))
         yield used
     finally:
         with torch.no_grad():

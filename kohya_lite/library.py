@@ -6,7 +6,7 @@ relative path (`chars/zkz`) picks one of several files with the same stem. Hidde
 of atomic writes and training state folders (`*-state/`) are skipped.
 
 Listing reads only the safetensors header (shapes, metadata) plus the scalar `alpha` tensors, so a
-folder of large files lists quickly; entries are cached by (path, mtime, size). Other files (and
+folder of large files lists quickly (LyCORIS files too: LoHa, LoKr, … with their algorithm next to the rank); entries are cached by (path, mtime, size). Other files (and
 diffusers/peft layouts) go through `network.io.lora_file_info`.
 """
 
@@ -23,7 +23,8 @@ from types import SimpleNamespace
 from kohya_lite.errors import UserError
 from kohya_lite.models import families
 from kohya_lite.network import naming
-from kohya_lite.network.io import (family_from_metadata, guess_family_from_keys, lora_file_info, trigger_words)
+from kohya_lite.network.io import (family_from_metadata, guess_family_from_keys, lora_file_info, lycoris_markers,
+                                   trigger_words)
 
 DEFAULT_LORA_DIR = Path("models") / "Lora"
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
@@ -48,6 +49,7 @@ class LoraEntry:
     dataset_dirs: list[str] = field(default_factory=list)  # ss_dataset_dirs folder names
     trigger_words: list[str] = field(default_factory=list)
     error: str = ""  # why the file could not be read ('' when fine)
+    algo: str = ""  # '' for LoRA/LoCon; the LyCORIS algorithm otherwise ('LoHa', 'LoKr', …)
 
     @property
     def stem(self) -> str:
@@ -64,6 +66,8 @@ class LoraEntry:
     def row(self) -> list:
         """The table row: name, base model, rank/alpha, size, dataset, trigger words, file."""
         rank_alpha = f"{self.rank} / {self.alpha:g}" if self.rank else ""
+        if self.algo:
+            rank_alpha = f"{rank_alpha} {self.algo}".strip()
         return [self.name, self.error or self.base_model_version, rank_alpha, format_size(self.size_bytes),
                 ", ".join(self.dataset_dirs), ", ".join(self.trigger_words), self.relative + self.path.suffix]
 
@@ -157,6 +161,8 @@ def _kohya_header_info(path: Path, header: dict) -> dict | None:
     prefixes = tuple(p + "_" for p in naming.ALL_PREFIXES)
     if not keys or not all(k.startswith(prefixes) for k in keys):
         return None
+    if lycoris_markers(keys, kohya=True):
+        return _lycoris_header_info(path, header, keys)
     downs = {k: header[k].get("shape", []) for k in keys if k.endswith(".lora_down.weight")}
     if not downs:
         return None
@@ -172,6 +178,26 @@ def _kohya_header_info(path: Path, header: dict) -> dict | None:
     family = family_from_metadata(meta) or guess_family_from_keys(
         {k: SimpleNamespace(shape=tuple(header[k].get("shape", ()))) for k in keys})
     return {"family": family, "rank": ranks.most_common(1)[0][0], "alpha": alphas.most_common(1)[0][0]}
+
+
+def _lycoris_header_info(path: Path, header: dict, keys: list[str]) -> dict:
+    """Family, algorithm, most common rank and alpha of a LyCORIS file from its header (+ the alpha scalars)."""
+    from safetensors import safe_open
+
+    from kohya_lite.network.lycoris import algo_label, file_summary
+
+    shapes = {k: SimpleNamespace(shape=tuple(header[k].get("shape", ()))) for k in keys}
+    summary = file_summary({k: v for k, v in shapes.items() if not k.endswith(".alpha")})
+    alphas: Counter = Counter()
+    with safe_open(str(path), framework="pt") as f:
+        for k in keys:
+            if k.endswith(".alpha"):
+                alphas[float(f.get_tensor(k).float().item())] += 1
+    ranks = Counter(summary["ranks"])
+    meta = header.get("__metadata__") or {}
+    return {"family": family_from_metadata(meta) or guess_family_from_keys(shapes),
+            "rank": ranks.most_common(1)[0][0] if ranks else 0,
+            "alpha": alphas.most_common(1)[0][0] if alphas else 0.0, "algo": algo_label(summary["algos"])}
 
 
 _CACHE: dict[tuple, LoraEntry] = {}
@@ -211,10 +237,12 @@ def _fill(entry: LoraEntry) -> None:
     if info is None:  # .pt/.ckpt, diffusers/peft layout: read the tensors
         full = lora_file_info(p)
         meta = full.metadata
-        info = {"family": full.family, "rank": full.rank, "alpha": full.alpha}
+        info = {"family": full.family, "rank": full.rank, "alpha": full.alpha,
+                "algo": full.algo if full.algo != "LoRA" else ""}
     v_pred = meta.get("modelspec.prediction_type") == "v" or meta.get("ss_base_model_version") == "sd_v2_v"
     entry.family = info["family"]
     entry.rank, entry.alpha = int(info["rank"]), float(info["alpha"])
+    entry.algo = info.get("algo", "")
     entry.base_model_version = meta.get("ss_base_model_version") or families.base_model_version(entry.family, v_pred)
     entry.output_name = meta.get("ss_output_name", "")
     entry.dataset_dirs = _dataset_dirs(meta)

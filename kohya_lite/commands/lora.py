@@ -38,8 +38,16 @@ def run_info(args: argparse.Namespace) -> int:
     m = info.metadata
     print(f"file          {info.path} ({info.size_bytes / 1024:.1f} KB, {info.dtype}, {info.layout} layout)")
     print(f"base model    {info.base_model_version or info.family} ({info.family_source})")
-    print(f"rank / alpha  {info.rank} / {info.alpha:g} (scale {info.scale:g})"
-          + (f", ranks {dict(info.ranks)}" if len(info.ranks) > 1 else ""))
+    if info.lycoris:
+        ly = info.lycoris
+        extras = [f"{ly['dora']} DoRA" if ly["dora"] else "", f"{ly['tucker']} Tucker" if ly["tucker"] else ""]
+        print(f"type          LyCORIS {info.algo} ({m.get('ss_network_module', 'lycoris')})"
+              + (f"; {', '.join(e for e in extras if e)} modules" if any(extras) else ""))
+        print("note          resize and merge take plain LoRA / LoCon files; Generate, the grid and the library "
+              "take this one")
+    if info.rank or not info.lycoris:
+        print(f"rank / alpha  {info.rank} / {info.alpha:g} (scale {info.scale:g})"
+              + (f", ranks {dict(info.ranks)}" if len(info.ranks) > 1 else ""))
     print("modules       " + ", ".join(f"{k} {v}" for k, v in info.modules.items())
           + (f" ({info.conv_modules} LoCon conv)" if info.conv_modules else ""))
     print(f"trigger words {', '.join(info.trigger_words) or '-'}")
@@ -55,9 +63,12 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from kohya_lite.network.io import read_lora_file
+    from kohya_lite.network.io import load_lora
 
-    tensors, _ = read_lora_file(args.file)
+    lf = load_lora(args.file, allow_lycoris=True)
+    tensors = lf.tensors
+    if lf.is_lycoris:
+        return _verify_lycoris(tensors)
     names = sorted({k.rsplit(".", 2)[0] for k in tensors if k.endswith(".lora_down.weight")})
     print(f"number of LoRA modules: {len(names)}")
     untrained = 0
@@ -68,6 +79,30 @@ def run_verify(args: argparse.Namespace) -> int:
             untrained += 1
     if untrained:
         print(f"warning: {untrained} of {len(names)} modules have all-zero up weights (not trained)")
+    return 0
+
+
+_ZERO_INIT = {"locon": "lora_up.weight", "ia3": "weight", "full": "diff", "norm": "w_norm"}
+
+
+def _verify_lycoris(tensors) -> int:
+    """Every weight tensor's magnitudes; modules whose zero-initialised tensor (LoCon's lora_up, iA3's weight,
+    a full diff, a norm's w_norm) is still zero are reported as untrained."""
+    from kohya_lite.network.lycoris import algo_of_tensors, group_modules
+
+    groups = group_modules(tensors)
+    print(f"number of LyCORIS modules: {len(groups)}")
+    untrained = 0
+    for name, group in sorted(groups.items()):
+        for suffix, t in sorted(group.items()):
+            if suffix in ("alpha", "on_input") or not t.is_floating_point():
+                continue
+            w = t.float().abs()
+            print(f"{name}.{suffix},{'-'.join(map(str, t.shape))},{w.mean().item():.8f},{w.min().item():.8f}")
+        zero_init = group.get(_ZERO_INIT.get(algo_of_tensors(group), ""))
+        untrained += zero_init is not None and zero_init.float().abs().max().item() < 1e-8
+    if untrained:
+        print(f"warning: {untrained} of {len(groups)} modules have all-zero trained weights (not trained)")
     return 0
 
 
