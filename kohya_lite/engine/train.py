@@ -145,7 +145,7 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
                 images=len(data.items), samples_per_epoch=len(data.samples), batches_per_epoch=plan.batches_per_epoch,
                 buckets={f"{b[0]}x{b[1]}": c for b, c in data.bucket_counts().items()}, device=str(ctx.device),
                 precision=ctx.precision, family=model.family, seed=ctx.seed, resumed_at=global_step,
-                modules=len(network.kohya_state_dict()) // 3, accumulation=cfg.gradient_accumulation_steps,
+                modules=sum(network.module_counts().values()), accumulation=cfg.gradient_accumulation_steps,
                 cached_latents=cached, network_dtype=str(ctx.network_dtype).removeprefix("torch."))
     if sampler and ctx.is_main and global_step == 0 and sampler.due(step=0):
         sampler.sample(step=0, epoch=0)
