@@ -16,7 +16,9 @@ import torch
 
 from kohya_lite.dataset.buckets import Assignment, BucketSettings
 from kohya_lite.dataset.folders import DatasetSummary, read_caption
-from kohya_lite.dataset.images import image_size, load_rgb
+from kohya_lite.dataset.images import image_size
+from kohya_lite.errors import UserError
+from kohya_lite.media import load_rgb
 
 
 @dataclass
@@ -136,7 +138,12 @@ def load_pixels(item: Item, *, random_crop: bool = False, flip: bool = False, co
     random offset with `random_crop`), colour-augmented and mirrored as asked."""
     import cv2
 
-    img = np.asarray(load_rgb(item.image))  # read-only view; copied below
+    try:
+        img = np.asarray(load_rgb(item.image))  # read-only view; copied below
+    except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError … for damaged files
+        raise UserError(f"image '{item.image.name}' cannot be decoded ({exc.__class__.__name__}: {exc})",
+                        field="train_data_dir", file=str(item.image),
+                        fix="re-save it as PNG or JPEG (or delete it), then train again") from None
     rw, rh = item.assignment.resized
     h, w = img.shape[:2]
     if (w, h) != (rw, rh):
