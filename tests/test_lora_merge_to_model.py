@@ -175,3 +175,25 @@ def test_refusals(setup, tiny_sd1_dir, tmp_path, capsys):
     assert "wrote checkpoint" in capsys.readouterr().out and out.is_file()
     assert main(["lora", "merge-to-model", str(tiny_sd1_dir), str(ly), "--out", str(out)]) == 2
     assert "not supported yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd2"])
+def test_other_families_match_fuse_lora_too(family, request, tmp_path):
+    """SDXL (SGM names, two text encoders) and SD2 (OpenCLIP layout, v-prediction) checkpoints."""
+    _quiet()
+    model_dir = request.getfixturevalue(f"tiny_{family}_dir")
+    base = load_model(model_dir)
+    lora = write_lora(base, tmp_path / "l.safetensors", seed=6, conv=True)
+    out = _config_only(model_dir, tmp_path / "merged") / "m.safetensors"
+    res = merge_to_model(model_dir, [(lora, 0.6)], out, precision="float")
+    assert res.family == family and res.loras[0].skipped == []
+    pipe = base.make_pipeline()
+    tes = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])
+    pipe.load_lora_weights(str(lora), adapter_name="x")
+    pipe.fuse_lora(lora_scale=0.6)
+    pipe.unload_lora_weights()
+    merged = load_model(out, v_parameterization=family == "sd2")
+    assert merged.family == family
+    assert _max_diff(_weights(merged.unet, merged.text_encoders), _weights(pipe.unet, tes)) < 1e-5
+    if family == "sd2":
+        assert read_metadata(out)["modelspec.prediction_type"] == "v"
