@@ -196,4 +196,24 @@ def test_pure_helpers():
     assert choose_name("https://x/api/download/models/5", "attachment; filename*=UTF-8''%E6%A8%A1.safetensors") \
         == "模.safetensors"
     assert choose_name("https://x/y/../../evil", None, "../../etc/passwd") == "passwd.safetensors"
+    hf = "https://huggingface.co/someone/zkz-style/resolve/main/pytorch_lora_weights.safetensors"
+    assert choose_name(hf, 'attachment; filename="pytorch_lora_weights.safetensors"') == "zkz-style.safetensors"
+    assert choose_name("https://x/api/download/models/5", None, final_url="https://cdn/abc/zkz.safetensors?sig=1") \
+        == "zkz.safetensors"
+    assert choose_name("https://x/api/download/models/5", None, final_url="https://cdn/abc/0f3a9") == "5.safetensors"
     assert sniff(b"<!doctype html>") == "html" and sniff(b"PK\x03\x04rest") == "pickle"
+
+
+def test_name_taken_by_another_file(server, lora_bytes, tmp_path):
+    (tmp_path / "lora.safetensors").write_bytes(b"another file")
+    url = f"{server.url}/files/lora.safetensors"
+    with pytest.raises(UserError) as e:
+        download_lora(url, tmp_path)
+    assert "already exists" in e.value.message and (tmp_path / "lora.safetensors").read_bytes() == b"another file"
+    server.requests.clear()
+    res = download_lora(url, tmp_path, filename="second")  # the finished download is not fetched again
+    assert res.path.name == "second.safetensors" and res.resumed_from == len(lora_bytes)
+    assert [r["range"] for r in _requests(server, "/files/")] == [f"bytes={len(lora_bytes)}-"]
+    res = download_lora(url, tmp_path, overwrite=True)
+    assert (tmp_path / "lora.safetensors").read_bytes() == lora_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lora.safetensors", "second.safetensors"]

@@ -15,7 +15,8 @@ when the user asks for it.
   (`.ckpt`/`.pt`) are refused unless `allow_pickle`; then they are read weights-only and saved as
   `.safetensors`. A full model checkpoint is refused (it does not belong in the LoRA folder).
 - The final name: `filename`, else the server's Content-Disposition, else the URL's last segment
-  (a Hugging Face file called e.g. `pytorch_lora_weights.safetensors` is named after its repository).
+  (a Hugging Face file called e.g. `pytorch_lora_weights.safetensors` is named after its repository);
+  an existing different file of that name is kept unless `overwrite`.
   It is moved in place atomically; the library then lists it with its metadata and trigger words.
 """
 
@@ -34,10 +35,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from http.client import HTTPException, HTTPResponse
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from kohya_lite.errors import UserError
 from kohya_lite.tools import Progress, report
+
+if TYPE_CHECKING:
+    from kohya_lite.library import LoraEntry
 
 FIELD = "url"
 MAX_REDIRECTS = 10
@@ -53,8 +57,7 @@ TOKEN_ENV: dict[str, tuple[str, ...]] = {
 }
 _GENERIC_STEMS = {"pytorch_lora_weights", "adapter_model", "diffusion_pytorch_model", "model", "lora", "weights"}
 _DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E8M0": 1, "F4": 1,
-                "F6_E2M3": 1, "F6_E3M2": 1, "C64": 8}
+                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E8M0": 1, "C64": 8}
 _CHECKPOINT_PREFIXES = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.")
 
 
@@ -67,7 +70,7 @@ class DownloadResult:
     resumed_from: int = 0  # bytes already on disk when this call began
     converted_from_pickle: bool = False
     already_present: bool = False  # the same file was already in the library
-    entry: object = None  # library.LoraEntry of the file (trigger words, family, rank)
+    entry: LoraEntry | None = None  # the library's view of the file (trigger words, family, rank)
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -158,21 +161,32 @@ def _disposition_name(value: str | None) -> str | None:
     return safe_filename(name) if name else None
 
 
-def choose_name(url: str, disposition: str | None = None, given: str | None = None) -> str:
-    """The file name for the library (see the module doc); always a .safetensors/.ckpt/.pt/… name."""
+def _url_segments(url: str | None) -> list[str]:
+    return [urllib.parse.unquote(x) for x in urllib.parse.urlsplit(url or "").path.split("/") if x]
+
+
+def choose_name(url: str, disposition: str | None = None, given: str | None = None,
+                final_url: str | None = None) -> str:
+    """The file name for the library: `given`, else the server's Content-Disposition, else the last segment of
+    the final (redirected) URL when it looks like a file, else that of `url`. A generic Hugging Face name
+    (`pytorch_lora_weights.safetensors`, …) becomes the repository's name, taken from `url`'s
+    `/<owner>/<repo>/resolve/<rev>/<file>`. Without a suffix the name gets `.safetensors`."""
     if given:
         name = safe_filename(given)
     else:
         name = _disposition_name(disposition) or ""
         if not name:
-            parts = urllib.parse.urlsplit(url)
-            segments = [urllib.parse.unquote(s) for s in parts.path.split("/") if s]
+            final = _url_segments(final_url)
+            if final and Path(final[-1]).suffix.lower() in (".safetensors", ".ckpt", ".pt", ".pth", ".bin"):
+                name = safe_filename(final[-1])
+        if not name:
+            segments = _url_segments(url)
             name = safe_filename(segments[-1]) if segments else ""
-            stem = Path(name).stem.lower()
-            if stem in _GENERIC_STEMS and "resolve" in segments:
-                i = segments.index("resolve")
-                if i >= 2:  # /<owner>/<repo>/resolve/<rev>/<file>
-                    name = safe_filename(segments[i - 1]) + Path(name).suffix
+        segments = _url_segments(url)
+        if Path(name).stem.lower() in _GENERIC_STEMS and "resolve" in segments:
+            i = segments.index("resolve")
+            if i >= 2:
+                name = safe_filename(segments[i - 1]) + Path(name).suffix
     if not name:
         name = "lora-" + hashlib.sha256(url.encode()).hexdigest()[:8]
     if not Path(name).suffix:
@@ -233,10 +247,11 @@ def check_safetensors(path: Path) -> dict:
         try:
             dtype, shape, (a, b) = info["dtype"], info["shape"], info["data_offsets"]
             count = 1
-            for s in shape:
-                count *= int(s)
-            ok = dtype in _DTYPE_SIZES and 0 <= a <= b <= data and (b - a) == count * _DTYPE_SIZES[dtype] or (
-                dtype not in _DTYPE_SIZES and 0 <= a <= b <= data)
+            for dim in shape:
+                count *= int(dim)
+            ok = isinstance(a, int) and isinstance(b, int) and 0 <= a <= b <= data
+            if ok and dtype in _DTYPE_SIZES:  # (sub-byte and unknown dtypes: the range check only)
+                ok = b - a == count * _DTYPE_SIZES[dtype]
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
@@ -419,8 +434,9 @@ def _read_block(resp: HTTPResponse) -> bytes | None:
 def _fetch(url: str, part: Path, state_path: Path, *, allow_pickle: bool, token_env: str | None,
            env: Mapping[str, str] | None, progress: Progress, timeout: float, retries: int) -> tuple[dict, int]:
     """Bring the whole file into `part` (resuming what is there); returns (state, bytes there at the start)."""
+    key = hashlib.sha256(url.encode()).hexdigest()
     state = _read_state(state_path) if part.exists() else {}
-    if state.get("url") not in (None, url):
+    if state.get("key") not in (None, key):
         state = {}
     initial = part.stat().st_size if part.exists() else 0
     failures = 0
@@ -441,13 +457,14 @@ def _fetch(url: str, part: Path, state_path: Path, *, allow_pickle: bool, token_
         with r.resp:
             if r.status == 206:
                 rng = _range_start(r.headers.get("Content-Range"))
-                if rng is None or rng[0] != start:  # not the part we asked for: start over
-                    _discard(part)
-                    state = {}
+                if rng is None or rng[0] != start or (state.get("total") and rng[1] != state["total"]):
+                    _discard(part)  # not the part we asked for, or another file now: start over
+                    state, initial = {}, 0
                     continue
                 total = rng[1]
             elif r.status == 200:
                 start = 0  # a fresh copy: the server ignored the range, or the file changed (If-Range)
+                initial = 0
                 length = r.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
             else:
@@ -455,7 +472,7 @@ def _fetch(url: str, part: Path, state_path: Path, *, allow_pickle: bool, token_
             block = _read_block(r.resp)
             if block and not start:
                 _refuse_early(block, allow_pickle, part, state_path, url)
-            state.update({"url": url, "final_url": redact(r.url), "total": total,
+            state.update({"key": key, "final_url": redact(r.url), "total": total,
                           "etag": _strong_etag(r.headers.get("ETag")), "last_modified": r.headers.get("Last-Modified"),
                           "disposition": r.headers.get("Content-Disposition") or state.get("disposition")})
             state_path.write_text(json.dumps(state), encoding="utf-8")
@@ -586,7 +603,7 @@ def download_lora(url: str, lora_dir: str | Path | None = None, *, sha256: str |
                         fix="check the hash on the download page (and that the link is the same file); then try again")
     with open(part, "rb") as fh:
         kind = sniff(fh.read(4096))
-    name = choose_name(state.get("final_url") or link, state.get("disposition"), filename)
+    name = choose_name(link, state.get("disposition"), filename, final_url=state.get("final_url"))
     warnings: list[str] = []
     converted = False
     if kind == "pickle":
