@@ -7,7 +7,7 @@ Tag syntax (A1111, lora-file-format §13.1), any number of tags anywhere in the 
 NAME is resolved in the LoRA library folder (`library.find_lora`). Tags in the negative prompt are refused.
 
 kohya's inline sample options are accepted after the prompt: `… --n negative --w 512 --h 512 --d 1
---l 7 --s 20 --ss euler_a` (`engine.prompts.parse_prompt_line`); they override the request's values.
+--l 7 --s 20 --ss euler_a` (`prompts.parse_prompt_line`); they override the request's values.
 
 Applying (`merged_loras`): A1111's merge, exact and reversible. For every adapted module
 W' = W + Σᵢ wᵢ·(αᵢ/rᵢ)·upᵢ@downᵢ (wᵢ = the TE or UNet weight of tag i), summed in fp32 and added once;
@@ -30,7 +30,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from kohya_lite.engine.prompts import SAMPLERS, SamplePrompt, parse_prompt_line
+from kohya_lite.prompts import SAMPLERS, SamplePrompt, parse_prompt_line
 from kohya_lite.errors import UserError
 from kohya_lite.library import DEFAULT_LORA_DIR, find_lora, format_weight
 from kohya_lite.models import families

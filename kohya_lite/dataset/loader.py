@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 from kohya_lite.dataset.buckets import Assignment, BucketSettings
-from kohya_lite.dataset.folders import DatasetSummary, read_caption
-from kohya_lite.dataset.images import image_size
+from kohya_lite.dataset.folders import DatasetSummary, caption_or_tokens
 from kohya_lite.errors import UserError
-from kohya_lite.media import load_rgb
+from kohya_lite.media import image_size, load_rgb
 
 
 @dataclass
@@ -83,7 +82,7 @@ def build_training_set(summary: DatasetSummary, buckets: BucketSettings, caption
     reg_pool: list[tuple[int, int]] = []  # (item index, repeats)
     for subset in summary.subsets:
         for path in subset.images:
-            caption, _ = read_caption(path, caption_extension, subset.tokens)
+            caption, _ = caption_or_tokens(path, caption_extension, subset.tokens)
             size = image_size(path)
             items.append(Item(path, caption, subset.name, subset.is_reg, size, buckets.assign(size)))
             idx = len(items) - 1
