@@ -16,8 +16,8 @@ from kohya_lite.config import (
     SUPPORTED_LORA_TYPES, UNSUPPORTED_LORA_TYPES, TrainingConfig, known_optimizer, parse_kv_args, parse_resolution,
     te_lr_of, unet_lr_of,
 )
-from kohya_lite.dataset.folders import DatasetSummary, Subset, caption_path, list_images, load_caption, scan_dataset
-from kohya_lite.dataset.images import LARGE_SIDE, check_image
+from kohya_lite.dataset.folders import DatasetSummary, Subset, load_caption, scan_dataset
+from kohya_lite.media import LARGE_SIDE, caption_path, check_image, list_images
 from kohya_lite.dataset.steps import StepPlan, plan_steps
 from kohya_lite.errors import Problem, UserError
 from kohya_lite.models import safetensors_file
@@ -193,7 +193,7 @@ def _check_ranges(cfg: TrainingConfig, r: CheckResult) -> None:
 
 
 def _check_samples(cfg: TrainingConfig, r: CheckResult) -> None:
-    from kohya_lite.engine.prompts import parse_prompts
+    from kohya_lite.prompts import parse_prompts
 
     if cfg.sample_every_n_steps <= 0 and cfg.sample_every_n_epochs <= 0:
         return

@@ -421,7 +421,8 @@ def test_info_verify_library_and_tools_on_a_loha_file(loha_dir, tmp_path, capsys
     assert "LyCORIS LoHa (lycoris.kohya)" in out and "rank / alpha  4 / 2" in out
     assert cli_main(["lora", "verify", str(path)]) == 0
     out = capsys.readouterr().out
-    assert f"number of LyCORIS modules: {sum(info.modules.values())}" in out and ".hada_w1_a," in out
+    assert f"number of LoRA modules: {sum(info.modules.values())}" in out and ".hada_w1_a," in out
+    assert "not trained" not in out
 
     entries = {e.name: e for e in list_library(loha_dir)}
     e = entries["loha_file"]
@@ -433,7 +434,7 @@ def test_info_verify_library_and_tools_on_a_loha_file(loha_dir, tmp_path, capsys
                  lambda: read_lora_file(path)):
         with pytest.raises(UserError) as err:
             call()
-        assert "LyCORIS" in err.value.message and "resize and merge take plain LoRA" in err.value.fix
+        assert "LyCORIS" in err.value.message and "take plain LoRA / LoCon files only" in err.value.fix
 
 
 # ---- kohya_ss's args, the page, LoRA-FA and DyLoRA ------------------------------------------------------------

@@ -17,13 +17,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from kohya_lite.captioning.images import load_image
 from kohya_lite.captioning.model_files import ModelKind, resolve_model_folder
 from kohya_lite.captioning.result import CaptionResult, Progress
 from kohya_lite.captioning.runner import plan_run, run_batches
 from kohya_lite.captioning.wd14_tags import TagRules, TagTable, load_tag_table, parse_tag_replacement
 from kohya_lite.captioning.writer import CaptionWriter, normalize_extension
 from kohya_lite.errors import UserError
+from kohya_lite.media import load_rgb
 
 DEFAULT_WD14_MODEL = "SmilingWolf/wd-v1-4-convnextv2-tagger-v2"
 WD14_MODELS = (  # the kohya_ss GUI's list
@@ -183,7 +183,7 @@ def caption_wd14(folder: str | Path, options: WD14Options | None = None, *, prog
     counts = plan.result.tag_counts
 
     def prepare(path: Path) -> np.ndarray:
-        return preprocess_wd14(load_image(path), tagger.image_size)
+        return preprocess_wd14(load_rgb(path), tagger.image_size)
 
     def infer(arrays: list[np.ndarray]) -> list[str]:
         captions = []

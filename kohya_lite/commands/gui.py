@@ -33,7 +33,7 @@ def _auth(text: str | None) -> tuple[str, str] | None:
 
 
 def _setup_logging() -> None:
-    from kohya_lite.ui.files import home
+    from kohya_lite.paths import home
 
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     try:

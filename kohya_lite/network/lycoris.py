@@ -41,7 +41,7 @@ from torch import nn
 from kohya_lite.config import LYCORIS_PRESETS, TrainingConfig
 from kohya_lite.errors import UserError
 from kohya_lite.network import naming
-from kohya_lite.network.lora import LoadResult, _unet_layout, te_root
+from kohya_lite.network.lora import LoadResult, ModuleIndex, _unet_layout, te_root
 
 NETWORK_MODULE = "lycoris.kohya"
 ALGOS = {
@@ -51,8 +51,6 @@ ALGOS = {
 }
 ALGO_LABELS = {"locon": "LoCon", "loha": "LoHa", "lokr": "LoKr", "ia3": "iA3", "glora": "GLoRA", "diag-oft": "Diag-OFT",
                "boft": "BOFT", "full": "Native fine-tuning", "norm": "Norm", "dylora": "DyLoRA"}
-NORM_TYPES = (nn.LayerNorm, nn.GroupNorm)
-ADAPTABLE = (nn.Linear, nn.Conv2d, *NORM_TYPES)
 UNET_BLOCKS = ("down_blocks.", "mid_block.", "up_blocks.")
 
 
@@ -304,12 +302,13 @@ class LycorisNetwork(nn.Module):
         `dim_from_weights`), with the file's weights loaded; the parts not trained are left out. Modules this
         model lacks are a UserError."""
         groups = group_modules(tensors)
+        index = ModuleIndex(model)
         adopted, missing, algos = [], [], Counter()
         for name, group in sorted(groups.items()):
             is_unet = name.startswith(naming.UNET_PREFIX + "_")
             if (is_unet and not train_unet) or (not is_unet and not train_text_encoder):
                 continue
-            org = resolve_module(model, name)
+            org = index.get(name, norms=True)
             if org is None:
                 missing.append(name)
                 continue
@@ -596,26 +595,6 @@ def module_delta(org: nn.Module, name: str, group: Mapping[str, torch.Tensor],
     return _delta_of(module, multiplier)
 
 
-def resolve_module(model: Any, name: str) -> nn.Module | None:
-    """The layer of `model` (a LoadedModel-like object) a kohya module name points to: Linear, Conv2d or a norm."""
-    try:
-        target = naming.parse_lora_name(name, layers_per_block=_unet_layout(model.unet)["layers_per_block"])
-    except ValueError:
-        return None
-    if target.component == naming.UNET:
-        root = model.unet
-    else:
-        index = 1 if target.component == naming.TEXT_ENCODER_2 else 0
-        if index >= len(model.text_encoders):
-            return None
-        root = te_root(model.text_encoders[index])
-    try:
-        module = root.get_submodule(target.path)
-    except AttributeError:
-        return None
-    return module if isinstance(module, ADAPTABLE) else None
-
-
 @dataclass
 class ModuleDelta:
     name: str
@@ -629,8 +608,9 @@ def lycoris_deltas(model: Any, tensors: Mapping[str, torch.Tensor], *, unet_mult
     """ΔW of every module of a LyCORIS (or plain LoRA) file on `model`, at the UNet / text-encoder multipliers.
     Returns (deltas, names of file modules this model lacks). Modules at multiplier 0 are left out."""
     deltas, skipped = [], []
+    index = ModuleIndex(model)
     for name, group in group_modules(tensors).items():
-        org = resolve_module(model, name)
+        org = index.get(name, norms=True)
         if org is None:
             skipped.append(name)
             continue
