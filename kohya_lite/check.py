@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kohya_lite.config import (
-    LOCON_LIKE_TYPES, LYCORIS_PRESETS, PRECISIONS, QUICK_PICKS, SAVE_PRECISIONS, SCHEDULERS,
+    LOCON_LIKE_TYPES, LYCORIS_BUILTIN_PRESETS, LYCORIS_PRESETS, LYCORIS_TYPES, PRECISIONS, QUICK_PICKS, SAVE_PRECISIONS, SCHEDULERS,
     SUPPORTED_LORA_TYPES, UNSUPPORTED_LORA_TYPES, TrainingConfig, known_optimizer, parse_kv_args, parse_resolution,
     te_lr_of, unet_lr_of,
 )
@@ -295,15 +295,13 @@ def _check_safetensors(path: Path, field_name: str, what: str, r: CheckResult) -
 
 # ---- network and learning -------------------------------------------------------------------------
 def _check_network(cfg: TrainingConfig, r: CheckResult) -> None:
-    from kohya_lite.network.lycoris import is_lycoris_type
-
     if cfg.LoRA_type in UNSUPPORTED_LORA_TYPES:
         r.error(f"LoRA type '{cfg.LoRA_type}' is not supported: {UNSUPPORTED_LORA_TYPES[cfg.LoRA_type]}",
                 field="LoRA_type", fix="choose another type, e.g. Kohya DyLoRA for a DyLoRA, or LyCORIS/LoCon")
     elif cfg.LoRA_type not in SUPPORTED_LORA_TYPES:
         r.error(f"'{cfg.LoRA_type}' is not a LoRA type kohya-lite knows", field="LoRA_type",
                 fix=f"choose one of: {', '.join(SUPPORTED_LORA_TYPES)}")
-    elif is_lycoris_type(cfg.LoRA_type):
+    elif cfg.LoRA_type in LYCORIS_TYPES:
         _check_lycoris(cfg, r)
     elif cfg.LoRA_type == "Kohya DyLoRA":
         _check_dylora(cfg, r)
@@ -324,28 +322,46 @@ def _check_network(cfg: TrainingConfig, r: CheckResult) -> None:
 
 
 def _check_lycoris(cfg: TrainingConfig, r: CheckResult) -> None:
-    from lycoris.config import PRESET
-
     preset = cfg.LyCORIS_preset.strip()
-    if preset not in PRESET:
+    if preset not in LYCORIS_BUILTIN_PRESETS:
         path = Path(preset).expanduser()
         if not preset or not path.is_file():
             r.error(f"LyCORIS preset '{preset}' is neither a preset name nor a .toml file", field="LyCORIS_preset",
                     fix=f"choose one of {', '.join(LYCORIS_PRESETS)} ('full' is kohya_ss's default), or give the "
                         "path of a preset .toml")
         else:
-            from kohya_lite.network.lycoris import resolve_preset
-
-            try:
-                resolve_preset(preset)
-            except UserError as exc:
-                r.problems.append(exc.problem)
+            _check_preset_file(path, r)
     if cfg.LoRA_type == "LyCORIS/LoKr":
         if cfg.factor == 0:
             r.error("the LoKr factor cannot be 0", field="factor", fix="use -1 (automatic) or a factor such as 8")
         if cfg.use_tucker and not cfg.use_cp:
             r.warn("for LoKr, kohya_ss passes 'use_cp' after 'use_tucker' and lycoris takes use_cp: Tucker stays off",
                    field="use_tucker", fix="tick 'Use CP decomposition' to use the Tucker decomposition with LoKr")
+
+
+def _check_preset_file(path: Path, r: CheckResult) -> None:
+    """A .toml LyCORIS preset: readable TOML naming at least one of lycoris' preset keys (the library checks more)."""
+    try:
+        from tomllib import loads
+    except ModuleNotFoundError:  # Python 3.10: the TOML reader lycoris-lora depends on
+        from toml import loads
+
+    keys = ("enable_conv", "unet_target_module", "unet_target_name", "text_encoder_target_module",
+            "text_encoder_target_name", "module_algo_map", "name_algo_map", "use_fnmatch", "exclude_name")
+    try:
+        text = read_text(path, what="LyCORIS preset", field="LyCORIS_preset")
+    except UserError as exc:
+        r.problems.append(exc.problem)
+        return
+    try:
+        data = loads(text)
+    except Exception as exc:  # noqa: BLE001 - tomllib and toml raise their own decode errors
+        r.error(f"LyCORIS preset '{path.name}' is not valid TOML: {exc}", field="LyCORIS_preset", file=str(path),
+                fix="fix the TOML syntax, or choose a builtin preset such as 'full'")
+        return
+    if not any(k in data for k in keys):
+        r.error(f"LyCORIS preset '{path.name}' has none of the preset keys ({', '.join(keys[:5])}, …)",
+                field="LyCORIS_preset", file=str(path), fix="see lycoris' example presets, or choose 'full'")
 
 
 def _check_dylora(cfg: TrainingConfig, r: CheckResult) -> None:
@@ -363,8 +379,7 @@ def _check_dylora(cfg: TrainingConfig, r: CheckResult) -> None:
 
 def _check_network_weights(cfg: TrainingConfig, r: CheckResult) -> None:
     """A LyCORIS file continues only a LyCORIS type (and the other way round: a LyCORIS type reads plain LoRAs)."""
-    from kohya_lite.network.io import lycoris_markers
-    from kohya_lite.network.lycoris import is_lycoris_type
+    from kohya_lite.network.naming import lycoris_markers
 
     p = Path(cfg.network_weights).expanduser() if cfg.network_weights else None
     if p is None or p.suffix.lower() != ".safetensors" or not p.is_file():
@@ -374,7 +389,7 @@ def _check_network_weights(cfg: TrainingConfig, r: CheckResult) -> None:
     except (OSError, ValueError):
         return  # _check_model reports a damaged file
     odd = lycoris_markers([k for k in header if k != "__metadata__"], kohya=True)
-    if odd and not is_lycoris_type(cfg.LoRA_type):
+    if odd and cfg.LoRA_type not in LYCORIS_TYPES:
         r.error(f"network_weights '{p.name}' is a LyCORIS file ({', '.join(odd[:3])} tensors), which a "
                 f"{cfg.LoRA_type} network cannot continue", field="network_weights", file=str(p),
                 fix="choose the LyCORIS type the file was trained with (e.g. LyCORIS/LoHa for hada_* tensors)")

@@ -55,8 +55,10 @@ LOCON_LIKE_TYPES = (
     "Kohya LoCon", "Kohya DyLoRA", "Kohya LoHa", "Kohya LoKr", "LoRA-FA", "LyCORIS/LoCon", "LyCORIS/LoHa",
     "LyCORIS/LoKr", "LyCORIS/DyLoRA", "LyCORIS/GLoRA", "LyCORIS/Diag-OFT", "LyCORIS/BOFT",
 )
-# The presets kohya_ss offers for LyCORIS (a path to a .toml preset file is accepted too).
+# The presets kohya_ss offers for LyCORIS (a path to a .toml preset file is accepted too), and every preset name
+# the lycoris-lora library knows (its `lycoris.config.PRESET`; a test keeps the two in step).
 LYCORIS_PRESETS = ("attn-mlp", "attn-only", "full", "full-lin", "unet-transformer-only", "unet-convblock-only")
+LYCORIS_BUILTIN_PRESETS = (*LYCORIS_PRESETS, "unet-only", "ia3")
 
 
 @dataclass

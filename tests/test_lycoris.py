@@ -455,6 +455,27 @@ def test_network_args_are_kohya_ss_strings():
     assert network_module(TrainingConfig(LoRA_type="LoRA-FA")) == "networks.lora_fa"
 
 
+def test_preset_names_and_preset_files_in_check(tmp_path):
+    from lycoris.config import PRESET
+
+    from kohya_lite.check import CheckResult, _check_lycoris
+    from kohya_lite.config import LYCORIS_BUILTIN_PRESETS
+
+    assert set(LYCORIS_BUILTIN_PRESETS) == set(PRESET)
+    good, bad, empty = tmp_path / "good.toml", tmp_path / "bad.toml", tmp_path / "empty.toml"
+    good.write_text('enable_conv = true\nunet_target_module = ["Transformer2DModel"]\n')
+    bad.write_text("enable_conv = = true\n")
+    empty.write_text("title = 'x'\n")
+    for path, ok in ((good, True), (bad, False), (empty, False), (tmp_path / "missing.toml", False)):
+        r = CheckResult()
+        _check_lycoris(TrainingConfig(LoRA_type="LyCORIS/LoHa", LyCORIS_preset=str(path)), r)
+        assert r.ok is ok and all(p.field == "LyCORIS_preset" for p in r.problems), (path, r.problems)
+    # the good file trains: its one class is all the network gets
+    m = _meta_model("sd1")
+    net = LycorisNetwork.create(TrainingConfig(LoRA_type="LyCORIS/LoHa", LyCORIS_preset=str(good)), m)
+    assert net.module_counts() == {"unet": 192}  # no TE class listed: the text encoders are left alone
+
+
 def test_page_shows_each_types_fields_like_kohya_ss():
     from kohya_lite.ui.fields import SPEC_BY_NAME, TYPE_FIELDS, shown_for
 

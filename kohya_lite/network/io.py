@@ -28,14 +28,12 @@ import torch
 from kohya_lite.errors import UserError
 from kohya_lite.fileio import write_bytes_atomic
 from kohya_lite.network import naming
+from kohya_lite.network.naming import lycoris_markers  # noqa: F401 (part of this module's interface)
 
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32, "fp32": torch.float32}
 KOHYA_SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
 _ALT_SUFFIXES = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
 # Tensor-name segments of LyCORIS / DoRA / OFT adapters (LoHa, LoKr, Tucker, GLoRA, norm, full diff)
-_LYCORIS_PREFIXES = ("hada_", "lokr_", "lora_mid", "dora_scale", "lora_magnitude_vector", "oft_")
-_LYCORIS_SEGMENTS = ("diff", "diff_b", "w_norm", "b_norm", "on_input", "rescale", "lambda_layer")
-_GLORA_SEGMENTS = ("a1", "a2", "b1", "b2")
 
 
 # ---- hashes -----------------------------------------------------------------------------------------
@@ -187,19 +185,6 @@ def guess_family_from_keys(tensors: Mapping[str, torch.Tensor]) -> str:
         if m and (int(m[1]) >= 12 or value.shape[1] == 1024):
             return "sd2"
     return "sd1"
-
-
-def lycoris_markers(keys, *, kohya: bool) -> list[str]:
-    """The LyCORIS/DoRA-type tensor names among `keys` (§15), e.g. ['hada_w1_a', 'dora_scale']."""
-    found = []
-    for key in keys:
-        segments = (key.partition(".")[2] if kohya else key).split(".")
-        for seg in segments:
-            if seg.startswith(_LYCORIS_PREFIXES) or seg in _LYCORIS_SEGMENTS:
-                found.append(seg)
-        if kohya and segments[0] in _GLORA_SEGMENTS:
-            found.append(segments[0])
-    return sorted(set(found))
 
 
 LYCORIS_SCOPE = ("LyCORIS files work with Generate (<lora:…>), the epoch grid, the LoRA library, `lora info`/`verify` "

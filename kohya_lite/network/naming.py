@@ -283,3 +283,25 @@ def kohya_name_for(target: LoraTarget, family: str, *, layers_per_block: int = 2
     else:
         prefix = TE_PREFIX
     return te_lora_name_from_path(target.path, prefix)
+
+
+# ---- LyCORIS tensor names -------------------------------------------------------------------------------
+
+# Tensor-name segments of LyCORIS / DoRA / OFT adapters (LoHa, LoKr, Tucker, GLoRA, norm, full diff, iA3)
+_LYCORIS_PREFIXES = ("hada_", "lokr_", "lora_mid", "dora_scale", "lora_magnitude_vector", "oft_")
+_LYCORIS_SEGMENTS = ("diff", "diff_b", "w_norm", "b_norm", "on_input", "rescale", "lambda_layer")
+_GLORA_SEGMENTS = ("a1", "a2", "b1", "b2")
+
+
+def lycoris_markers(keys, *, kohya: bool) -> list[str]:
+    """The LyCORIS/DoRA-type tensor names among `keys` (lora-file-format §15), e.g. ['hada_w1_a', 'dora_scale'];
+    `kohya`: keys are `<module>.<tensor>`."""
+    found = []
+    for key in keys:
+        segments = (key.partition(".")[2] if kohya else key).split(".")
+        for seg in segments:
+            if seg.startswith(_LYCORIS_PREFIXES) or seg in _LYCORIS_SEGMENTS:
+                found.append(seg)
+        if kohya and segments[0] in _GLORA_SEGMENTS:
+            found.append(segments[0])
+    return sorted(set(found))
