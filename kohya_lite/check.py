@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kohya_lite.config import (
-    LOCON_LIKE_TYPES, LYCORIS_BUILTIN_PRESETS, LYCORIS_PRESETS, LYCORIS_TYPES, PRECISIONS, QUICK_PICKS, SAVE_PRECISIONS, SCHEDULERS,
-    SUPPORTED_LORA_TYPES, UNSUPPORTED_LORA_TYPES, TrainingConfig, known_optimizer, parse_kv_args, parse_resolution,
-    te_lr_of, unet_lr_of,
+    LOCON_LIKE_TYPES, LYCORIS_BUILTIN_PRESETS, LYCORIS_PRESETS, LYCORIS_TYPES, PRECISIONS, QUICK_PICKS,
+    SAVE_PRECISIONS, SCHEDULERS, SUPPORTED_LORA_TYPES, UNSUPPORTED_LORA_TYPES, TrainingConfig, known_optimizer,
+    parse_kv_args, parse_resolution, te_lr_of, unet_lr_of,
 )
 from kohya_lite.dataset.folders import DatasetSummary, Subset, load_caption, scan_dataset
 from kohya_lite.media import LARGE_SIDE, caption_path, check_image, list_images

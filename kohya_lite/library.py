@@ -6,8 +6,9 @@ relative path (`chars/zkz`) picks one of several files with the same stem. Hidde
 of atomic writes and training state folders (`*-state/`) are skipped.
 
 Listing reads only the safetensors header (shapes, metadata) plus the scalar `alpha` tensors, so a
-folder of large files lists quickly (LyCORIS files too: LoHa, LoKr, … with their algorithm next to the rank); entries are cached by (path, mtime, size). Other files (and
-diffusers/peft layouts) go through `network.io.lora_file_info`.
+folder of large files lists quickly (LyCORIS files too: LoHa, LoKr, … with their algorithm next to the
+rank); entries are cached by (path, mtime, size). Other files (and diffusers/peft layouts) go through
+`network.io.lora_file_info`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,8 +84,10 @@ def test_names_and_tensors_equal_the_lycoris_kohya_wrapper(family, tmp_path):
     m = _meta_model(family)
     preset = _reference_preset(tmp_path)
     shapes = {}
-    algos = [("locon", "LyCORIS/LoCon"), ("loha", "LyCORIS/LoHa")] + ([("lokr", "LyCORIS/LoKr")] if family == "sd1" else [])
-    for algo, lora_type in algos:  # tensor names do not depend on the architecture: LoKr on SD1 only
+    algos = [("locon", "LyCORIS/LoCon"), ("loha", "LyCORIS/LoHa")]
+    if family == "sd1":  # tensor names do not depend on the architecture: LoKr on SD1 only
+        algos.append(("lokr", "LyCORIS/LoKr"))
+    for algo, lora_type in algos:
         cfg = TrainingConfig(LoRA_type=lora_type, network_dim=8, network_alpha=4, conv_dim=4, conv_alpha=2,
                              sdxl=family == "sdxl")
         ours = LycorisNetwork.create(cfg, m)

@@ -187,9 +187,9 @@ def guess_family_from_keys(tensors: Mapping[str, torch.Tensor]) -> str:
     return "sd1"
 
 
-LYCORIS_SCOPE = ("LyCORIS files work with Generate (<lora:…>), the epoch grid, the LoRA library, `lora info`/`verify` "
-                 "and as network_weights of a LyCORIS training; the other LoRA tools (resize, merge, merge into a "
-                 "model, convert) take plain LoRA / LoCon files only")
+LYCORIS_SCOPE = ("LyCORIS files work with Generate (<lora:…>), the epoch grid, the LoRA library, "
+                 "`lora info`/`verify` and as network_weights of a LyCORIS training; the other LoRA tools (resize, "
+                 "merge, merge into a model, convert) take plain LoRA / LoCon files only")
 
 
 def _refuse_lycoris(keys, path: Path, field_name: str | None, *, kohya: bool) -> None:

@@ -68,7 +68,8 @@ def _verify_lycoris(path: str | Path, tensors: dict) -> VerifyResult:
         w = w.float()
         a = w.abs()
         stats.append(TensorStat(key, tuple(w.shape), a.mean().item(), a.min().item(), int((~torch.isfinite(w)).sum())))
-    nonfinite = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v.float()).all()))
+    nonfinite = sorted(k for k, v in tensors.items()
+                       if v.is_floating_point() and not bool(torch.isfinite(v.float()).all()))
     zero = []
     for name, group in sorted(groups.items()):
         t = group.get(_ZERO_INIT.get(algo_of_tensors(group), ""))
