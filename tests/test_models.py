@@ -262,7 +262,6 @@ def test_ldm_writer_produces_the_real_checkpoint_layout(family, expected):
         assert "model.diffusion_model.label_emb.0.0.weight" in sd
 
 
-@pytest.mark.slow
 def test_full_size_sd15_single_file_loads_with_the_shipped_config(tmp_path):
     """A full-size SD1.5-layout checkpoint (zeros, fp16, 2 GB) loads offline through the shipped sd1 config, every
     tensor in place. (~25 s, 2.6 GB RAM; SD2/SDXL were checked the same way by hand: UNet 865.9 M / 2567.5 M.)"""
