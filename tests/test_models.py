@@ -14,7 +14,8 @@ from kohya_lite.errors import UserError
 from kohya_lite.models import clip_bpe, families
 from kohya_lite.models.families import (base_model_version, config_dir, detect_family_from_keys, modelspec_architecture,
                                         quick_pick, training_scheduler_config)
-from kohya_lite.models.load import load_model, read_checkpoint_keys
+from kohya_lite.models.detect import read_checkpoint_keys
+from kohya_lite.models.load import load_model
 from kohya_lite.models.tiny import build_tiny_model
 
 
