@@ -108,9 +108,18 @@ def preprocess_wd14(image: Image.Image, size: int = DEFAULT_IMAGE_SIZE) -> np.nd
     return arr.astype(np.float32)
 
 
-def pick_providers(available: list[str] | None = None) -> list[str]:
-    import onnxruntime as ort
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("WD14 tagging needs onnxruntime, which is not installed", field="model",
+                        fix="run ./setup.sh (setup.bat on Windows) again; it installs onnxruntime, or "
+                            "onnxruntime-gpu where an NVIDIA GPU is present") from None
+    return onnxruntime
 
+
+def pick_providers(available: list[str] | None = None) -> list[str]:
+    ort = _onnxruntime()
     available = ort.get_available_providers() if available is None else available
     return [p for p in PROVIDER_ORDER if p in available] or list(available)
 
@@ -129,7 +138,7 @@ class WD14Tagger:
 
     @classmethod
     def load(cls, model: str = DEFAULT_WD14_MODEL, model_dir: str | Path | None = None) -> "WD14Tagger":
-        import onnxruntime as ort
+        ort = _onnxruntime()
 
         folder = resolve_model_folder(WD14_MODEL, model, model_dir)
         table = load_tag_table(folder / "selected_tags.csv")

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from kohya_lite.errors import UserError
+from kohya_lite.fileio import replace
 from kohya_lite.tools import Progress, report
 
 if TYPE_CHECKING:
@@ -651,7 +652,7 @@ def download_lora(url: str, lora_dir: str | Path | None = None, *, sha256: str |
             raise UserError(f"the file is not a LoRA: {why}; it was not kept", field=FIELD, file=redact(link),
                             fix="put base models where your models go (choose them as the base model), not in the "
                                 "LoRA folder")
-        os.replace(part, dest)
+        replace(part, dest)
         _discard(state_path)
     entry = read_entry(dest, folder)
     if getattr(entry, "error", ""):

@@ -15,7 +15,6 @@ Both are written atomically (a temp file or folder beside the target, then a ren
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Sequence
 import torch
 
 from kohya_lite.errors import UserError
+from kohya_lite.fileio import replace
 from kohya_lite.models import families
 from kohya_lite.network import naming
 from kohya_lite.network.io import PRECISIONS, LoraFile, load_lora, lycoris_markers
@@ -174,11 +174,11 @@ def _save_diffusers(model, out: Path, overwrite: bool) -> None:
                                 fix="choose a new folder name, or allow overwriting")
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
+            replace(out, old)
+            replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, out)
+            replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

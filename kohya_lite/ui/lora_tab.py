@@ -16,11 +16,11 @@ from kohya_lite.check import run_check
 from kohya_lite.config import TrainingConfig, config_json
 from kohya_lite.dataset.folders import scan_dataset
 from kohya_lite.dataset.steps import plan_steps
+from kohya_lite.models.detect import detect_model
 from kohya_lite.ui import config_file, training_panel
 from kohya_lite.ui.fields import SPEC_BY_NAME, TYPE_FIELDS, shown_for, specs_in
 from kohya_lite.ui.page import Page, section_title
 from kohya_lite.ui.safe import safe
-from kohya_lite.ui.source_model import detect_model
 from kohya_lite.ui.widgets import PICKER_KIND, field_widget, path_field
 
 STEP_INPUTS = ("train_data_dir", "reg_data_dir", "caption_extension", "train_batch_size", "epoch", "max_train_epochs",
