@@ -53,7 +53,7 @@ def load_models(cfg: TrainingConfig, ctx: RunContext, events: EventWriter):
     from kohya_lite.models.load import load_model
 
     model = load_model(cfg.pretrained_model_name_or_path, v2=cfg.v2, v_parameterization=cfg.v_parameterization,
-                       sdxl=cfg.sdxl, vae_path=cfg.vae)
+                       sdxl=cfg.sdxl, vae_path=cfg.vae, dtype=ctx.weight_dtype)  # straight to the dtype: one copy
     events.emit("log", message=f"model: {model.detected}")
     for m in (model.unet, model.vae, *model.text_encoders):
         m.requires_grad_(False)
