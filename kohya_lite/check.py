@@ -22,6 +22,7 @@ from kohya_lite.models.detect import hub_cached, is_diffusers_folder, source_kin
 from kohya_lite.dataset.steps import StepPlan, plan_steps
 from kohya_lite.errors import Problem, UserError
 from kohya_lite.models import safetensors_file
+from kohya_lite.models.memory import MemoryEstimate
 from kohya_lite.textfile import RESAVE_FIX, read_text
 
 
@@ -31,6 +32,7 @@ class CheckResult:
     problems: list[Problem] = field(default_factory=list)
     dataset: DatasetSummary | None = None
     plan: StepPlan | None = None
+    memory: MemoryEstimate | None = None
 
     @property
     def errors(self) -> list[Problem]:
@@ -172,6 +174,7 @@ def run_check(cfg: TrainingConfig, *, verify_images: bool = True) -> CheckResult
     _check_output(cfg, r)
     _check_dataset(cfg, r, verify_images=verify_images)
     _check_samples(cfg, r)
+    _check_memory(cfg, r)
     return r
 
 
@@ -461,7 +464,26 @@ def _check_resolution(cfg: TrainingConfig, r: CheckResult) -> None:
                field="cache_latents", fix="untick color_aug/random_crop to keep the faster cached latents")
 
 
+def _check_memory(cfg: TrainingConfig, r: CheckResult) -> None:
+    """The memory estimate (shown by the report and the page), and a warning when it will not fit."""
+    if r.errors:
+        return
+    from kohya_lite.models.memory import GB, estimate_memory, free_memory
+
+    device, free = free_memory()
+    r.memory = estimate_memory(cfg, r.plan, device=device)
+    if free is not None and r.memory.total > free:
+        where = "GPU memory" if device == "cuda" else "RAM"
+        r.warn(f"training needs {r.memory.summary()}, more than the {free / GB:.1f} GB of {where} free now",
+               field="train_batch_size",
+               fix="lower the batch size or the resolution, turn on gradient checkpointing, keep latents cached, "
+                   "use AdamW8bit, or train the UNet only")
+
+
 def _check_precision(cfg: TrainingConfig, r: CheckResult) -> None:
+    if cfg.dynamo_backend not in ("", "no", "inductor", "eager", "aot_eager", "cudagraphs"):
+        r.error(f"dynamo_backend '{cfg.dynamo_backend}' is not one torch.compile offers here", field="dynamo_backend",
+                fix="use no, or inductor")
     if cfg.mixed_precision not in PRECISIONS:
         r.error(f"mixed_precision '{cfg.mixed_precision}' is not supported", field="mixed_precision", fix="use no, fp16 or bf16")
     if cfg.save_precision not in SAVE_PRECISIONS:
@@ -697,6 +719,9 @@ def format_report(cfg: TrainingConfig, result: CheckResult) -> str:
                         f" ({result.dataset.num_train_images} with repeats)" if repeats else "")
         lines.append(f"  {p.summary(repeats_text)}")
         lines.append(f"  {p.steps_per_epoch:,} steps per epoch × {p.epochs} epochs = {p.total_steps:,} steps")
+    if result.memory:
+        lines.append("Memory")
+        lines.append(f"  {result.memory.summary()}")
     if result.problems:
         lines.append(f"Problems ({len(result.errors)} errors, {len(result.warnings)} warnings)")
         for prob in result.problems:

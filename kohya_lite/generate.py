@@ -32,7 +32,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from kohya_lite.prompts import SAMPLERS, SamplePrompt, parse_prompt_line
+from kohya_lite.prompts import DEFAULT_CFG, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SamplePrompt, parse_prompt_line
 from kohya_lite.errors import UserError
 from kohya_lite.library import DEFAULT_LORA_DIR, find_lora, format_weight
 from kohya_lite.models import families
@@ -40,9 +40,6 @@ from kohya_lite.network import naming
 from kohya_lite.network.io import LoraFile, load_lora
 from kohya_lite.network.lora import ModuleIndex, delta_weight
 
-DEFAULT_SAMPLER = "euler_a"
-DEFAULT_STEPS = 20
-DEFAULT_CFG = 7.0
 MAX_SEED = 2**32 - 1
 
 _TAG = re.compile(r"<\s*lora\s*:([^<>]*)>", re.IGNORECASE)

@@ -26,8 +26,8 @@ from kohya_lite.models import families
 from kohya_lite.network import naming
 from kohya_lite.network.io import (family_from_metadata, guess_family_from_keys, lora_file_info, lycoris_markers,
                                    trigger_words)
+from kohya_lite.paths import DEFAULT_LORA_DIR
 
-DEFAULT_LORA_DIR = Path("models") / "Lora"
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 FIELD = "lora_dir"
 DEFAULT_INSERT_WEIGHT = 0.8

@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 
 
+DEFAULT_LORA_DIR = Path("models") / "Lora"  # A1111's folder name, relative to where the app runs
+
+
 def home() -> Path:
     """kohya-lite's own state folder (runs, recent files): $KOHYA_LITE_HOME or ~/.kohya-lite."""
     return Path(os.environ.get("KOHYA_LITE_HOME") or "~/.kohya-lite").expanduser()

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 from kohya_lite.errors import UserError
 
+# What Generate and the epoch grid use when a prompt does not say
+DEFAULT_SAMPLER = "euler_a"
+DEFAULT_STEPS = 20
+DEFAULT_CFG = 7.0
 IGNORED_OPTIONS = {"g", "cn", "ctr", "rcfg", "fs", "am", "f"}  # Flux/SD3/Lumina/ControlNet options: not for SD
 
 

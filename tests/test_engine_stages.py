@@ -165,6 +165,8 @@ def test_precision_on_cpu_and_gpu():
     assert resolve_precision("bf16", cuda=False) == ("bf16", None), "CPU autocast runs bf16"
     p, warning = resolve_precision("fp16", cuda=False)
     assert p == "no" and "fp16" in warning
+    p, warning = resolve_precision("fp16", cuda=False, cpu_bf16=True)
+    assert p == "bf16" and "bf16" in warning
     assert resolve_precision("bf16", cuda=True, cuda_bf16=False)[0] == "fp16"
     assert resolve_precision("fp16", cuda=True) == ("fp16", None)
     assert resolve_precision("no", cuda=True) == ("no", None)

@@ -24,3 +24,8 @@ def test_demo_builder_and_paths_do_not_import_the_page():
     for module in ("kohya_lite.paths", "kohya_lite.demo", "kohya_lite.prompts", "kohya_lite.media"):
         mods = _imported_after(module)
         assert not {m for m in mods if m.startswith("kohya_lite.ui")} and "gradio" not in mods, module
+
+
+def test_the_cli_starts_without_torch():
+    """`kohya-lite check`, `--help` and argument errors answer at once: torch loads only for the work itself."""
+    assert "torch" not in _imported_after("kohya_lite.cli; kohya_lite.cli.build_parser()")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from kohya_lite.library import DEFAULT_LORA_DIR
+from kohya_lite.paths import DEFAULT_LORA_DIR
 
 
 def _model_args(parser) -> None:
@@ -29,8 +29,7 @@ def _model_args(parser) -> None:
 
 
 def _render_args(parser, *, steps: int) -> None:
-    from kohya_lite.prompts import SAMPLERS
-    from kohya_lite.generate import DEFAULT_CFG, DEFAULT_SAMPLER
+    from kohya_lite.prompts import DEFAULT_CFG, DEFAULT_SAMPLER, SAMPLERS
 
     parser.add_argument("--negative", default="", help="negative prompt")
     parser.add_argument("--steps", type=int, default=steps, help=f"sampling steps (default {steps})")

@@ -3,7 +3,8 @@ and the noise generator, the output folder.
 
 Precision follows `mixed_precision`: fp16 and bf16 on a GPU (bf16 falls back to fp16 where the GPU lacks
 it), bf16 on a CPU too (accelerate's CPU autocast, so the half-precision paths run anywhere); fp16 on a CPU
-is not supported by PyTorch's CPU autocast and trains in fp32 with a warning.
+is not what PyTorch's CPU autocast does: it trains in bf16 where the CPU computes it natively, else in fp32,
+with a warning either way.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import torch
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_precision(requested: str, *, cuda: bool, cuda_bf16: bool = True) -> tuple[str, str | None]:
-    """(precision to use, warning or None) for `mixed_precision` on this machine."""
+def resolve_precision(requested: str, *, cuda: bool, cuda_bf16: bool = True,
+                      cpu_bf16: bool = False) -> tuple[str, str | None]:
+    """(precision to use, warning or None) for `mixed_precision` on this machine. On a CPU, fp16 (kohya_ss's
+    default) becomes bf16 where the CPU computes bf16 natively (AVX512-BF16/AMX: 2–4× faster than fp32), else
+    fp32; both with a warning."""
     if requested == "no":
         return "no", None
     if cuda:
@@ -27,7 +31,17 @@ def resolve_precision(requested: str, *, cuda: bool, cuda_bf16: bool = True) -> 
         return requested, None
     if requested == "bf16":
         return "bf16", None
-    return "no", "mixed_precision fp16 needs a GPU; training in fp32 on the CPU (bf16 works on a CPU)"
+    if cpu_bf16:
+        return "bf16", "mixed_precision fp16 needs a GPU; training in bf16, which this CPU computes natively"
+    return "no", "mixed_precision fp16 needs a GPU; training in fp32 on the CPU"
+
+
+def cpu_has_bf16() -> bool:
+    """True where oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @dataclass
@@ -65,13 +79,15 @@ class RunContext:
 
         cuda = torch.cuda.is_available()
         precision, warning = resolve_precision(cfg.mixed_precision, cuda=cuda,
-                                               cuda_bf16=cuda and torch.cuda.is_bf16_supported())
+                                               cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
+                                               cpu_bf16=not cuda and cpu_has_bf16())
         if warning:
             warn(warning, "mixed_precision")
         # module_dropout skips whole LoRA modules in some steps: DDP must then allow unused parameters
         ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.module_dropout > 0)
         _forget_earlier_precision(precision)
-        accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[ddp])
+        accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=[ddp],
+                                  dynamo_backend=None if cfg.dynamo_backend in ("", "no") else cfg.dynamo_backend)
         if accelerator.device.type == "cpu" and accelerator.num_processes == 1:
             torch.set_num_threads(max(1, cfg.num_cpu_threads_per_process))
         seed = seed or cfg.seed or random.randint(1, 2**31 - 1)

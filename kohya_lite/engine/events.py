@@ -1,7 +1,8 @@
 """The event stream: JSON lines, one object each, with `type` and `time` (see docs/ARCHITECTURE.md).
 
-The engine writes; the worker and the UI only read. Types: start, step, epoch, checkpoint, sample, warning,
-error, stopped, done, log. Adding a field never breaks a reader.
+The engine writes; the worker and the UI only read. Types: progress (a set-up phase such as latent caching:
+phase, done, total), start, step, epoch, checkpoint, sample, warning, error, stopped, done, log. Adding a field
+never breaks a reader.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-EVENT_TYPES = ("start", "step", "epoch", "checkpoint", "sample", "warning", "error", "stopped", "done", "log")
+EVENT_TYPES = ("start", "progress", "step", "epoch", "checkpoint", "sample", "warning", "error", "stopped", "done", "log")
 
 
 def _clean(value: Any) -> Any:

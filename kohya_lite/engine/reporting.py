@@ -46,7 +46,7 @@ class StepReporter:
                 self.board.add_scalar(f"lr/{part}", value, step)
         self.events.emit("step", step=step, total_steps=self.total_steps, epoch=epoch, epochs=self.epochs, loss=loss,
                          avg_loss=avg, lr=lr, lrs=lrs, sec_per_step=sec, eta_sec=sec * (self.total_steps - step),
-                         skipped=skipped, skipped_total=self.skipped)
+                         skipped=skipped, skipped_total=self.skipped, **memory_in_use())
 
     def end_epoch(self, *, epoch: int, step: int) -> None:
         avg = sum(self.epoch_losses) / len(self.epoch_losses) if self.epoch_losses else float("nan")
@@ -58,6 +58,18 @@ class StepReporter:
         self.bar.close()
         if self.board:
             self.board.close()
+
+
+def memory_in_use() -> dict[str, float]:
+    """This process's RAM (resident set) and, on a GPU, the memory torch holds, in GB: the panel's live figure."""
+    import psutil
+    import torch
+
+    out = {"ram_gb": round(psutil.Process().memory_info().rss / 2**30, 2)}
+    if torch.cuda.is_available():
+        out["vram_gb"] = round(torch.cuda.memory_reserved() / 2**30, 2)
+        out["vram_peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
 
 
 def _tensorboard(logging_dir: str, name: str):

@@ -70,7 +70,8 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
     model = setup.load_models(cfg, ctx, events)
     data = setup.build_data(cfg, check)
     cached = (cfg.cache_latents or cfg.cache_latents_to_disk) and not (cfg.color_aug or cfg.random_crop)
-    if cached and not setup.encode_all_latents(cfg, ctx, model, data, events, stop):
+    show_bar = progress_bar and ctx.is_main
+    if cached and not setup.encode_all_latents(cfg, ctx, model, data, events, stop, show_bar=show_bar):
         events.emit("stopped", path=None, step=0, epoch=0, message="stopped while caching latents")
         return TrainResult("stopped", None, 0, 0)
     plan = setup.plan_run(cfg, data, ctx.num_processes)
@@ -126,7 +127,7 @@ def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopF
     # ---- the loop: one optimizer step per group of micro-batches; a group never spans epochs ---------------------
     accum = cfg.gradient_accumulation_steps
     report = StepReporter(events, total_steps=plan.total_steps, epochs=plan.epochs, initial_step=global_step,
-                          show_bar=progress_bar and ctx.is_main, logging_dir=cfg.logging_dir if ctx.is_main else "",
+                          show_bar=show_bar, logging_dir=cfg.logging_dir if ctx.is_main else "",
                           run_name=ctx.name)
     bad_in_a_row, epoch = 0, start_epoch
     try:
