@@ -2,9 +2,10 @@
 # kohya-lite setup: creates .venv and installs everything the app needs.
 #   ./setup.sh          the app (torch, diffusers, gradio, ...)
 #   ./setup.sh --dev    the app plus the test tools (pytest, Playwright, Debian's Chromium)
-# Re-running is fast: nothing is reinstalled unless pyproject.toml or this script changed.
-# TORCH_SPEC overrides the torch requirement (default: the CUDA build where an NVIDIA GPU is present,
-# otherwise torch==2.13.0, which is a CPU build on machines that carry it locally).
+# Re-running is fast: nothing is reinstalled unless pyproject.toml, constraints.txt or this script changed.
+# Versions come from constraints.txt (what CI tested). TORCH_SPEC overrides the torch requirement (default
+# torch==2.13.0; on Linux that wheel runs on NVIDIA GPUs too). Where `nvidia-smi` works, WD14 captioning gets
+# onnxruntime-gpu instead of onnxruntime.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,22 +31,21 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 
-stamp_of() { cat pyproject.toml setup.sh | sha256sum | cut -c1-16; echo "dev=$1"; }
+stamp_of() { cat pyproject.toml constraints.txt setup.sh | sha256sum | cut -c1-16; echo "dev=$1"; }
 STAMP=.venv/.kohya-lite-setup
 want=$(stamp_of "$DEV")
 have=$(cat "$STAMP" 2>/dev/null || true)
 
 if [ "$want" != "$have" ] && ! { [ "$DEV" = 0 ] && [ "$(stamp_of 1)" = "$have" ]; }; then
   if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
-    if [ -n "${TORCH_SPEC:-}" ]; then spec=$TORCH_SPEC
-    elif command -v nvidia-smi >/dev/null 2>&1; then spec="torch"
-    else spec="torch==2.13.0"; fi
+    spec=${TORCH_SPEC:-torch==2.13.0}  # on Linux the default index's torch is the CUDA build
     echo "==> installing $spec"
     "$VPY" -m pip install -q "$spec"
   fi
-  extras=""; [ "$DEV" = 1 ] && extras="[dev]"
-  echo "==> installing kohya-lite$extras and its dependencies"
-  "$VPY" -m pip install -q -e ".$extras"
+  wd14="wd14"; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1 && wd14="wd14-gpu"
+  extras="$wd14"; [ "$DEV" = 1 ] && extras="$wd14,dev"
+  echo "==> installing kohya-lite[$extras] and its dependencies"
+  "$VPY" -m pip install -q -c constraints.txt -e ".[$extras]"
   echo "$want" > "$STAMP"
 else
   echo "==> .venv is up to date"

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kohya_lite.captioning import (BlipCaptioner, BlipOptions, WD14Options, WD14Tagger, caption_blip,  # noqa: E402
-                                   caption_wd14, find_images, load_image, preprocess_wd14)
+                                   caption_wd14, find_images, load_rgb, preprocess_wd14)
 from kohya_lite.captioning.tiny import build_tiny_blip, build_tiny_wd14  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def main() -> int:
         blip = BlipCaptioner.load(model_dir=str(build_tiny_blip(root / "blip")), device="cpu")
         tagger = WD14Tagger.load(model_dir=str(build_tiny_wd14(root / "wd14")))
         paths = find_images(folder)
-        pil = [load_image(p) for p in paths]
+        pil = [load_rgb(p) for p in paths]
         arrays = [preprocess_wd14(im, tagger.image_size) for im in pil]
 
         print(f"{args.images} JPEGs {args.size}x{args.size}; {platform.processor() or platform.machine()}, "
@@ -99,7 +99,7 @@ def main() -> int:
         row("WD14 end to end", lambda b: caption_wd14(folder, WD14Options(batch_size=b, overwrite=True),
                                                       tagger=tagger))
         row("WD14 model only", lambda b: [tagger.predict(np.stack(c)) for c in chunks(arrays, b)])
-        prep = args.images / best_of(args.repeats, lambda: [preprocess_wd14(load_image(p), tagger.image_size)
+        prep = args.images / best_of(args.repeats, lambda: [preprocess_wd14(load_rgb(p), tagger.image_size)
                                                              for p in paths])
         print(f"{'WD14 load+preprocess':22}{prep:>8.1f} i/s  (one thread, no batching)")
         print(f"load average at the end {os.getloadavg()[0]:.1f}")

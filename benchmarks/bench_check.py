@@ -5,7 +5,7 @@
 Writes `--images` copies of a photo-like image (half JPEG, half PNG, captioned) into a temporary `N_name` folder and a
 config pointing at it, then times the real pre-flight (`check.run_check`: config rules, model path, captions,
 and every image from its header, without decoding pixels), best of `--repeats`. With `--compare N` it also
-times a full pixel decode (`dataset.images.image_problem`, what check did before) on N of the images, for
+times a full pixel decode (`image_problem` below, what check did before) on N of the images, for
 scale. The files were just written, so they are read from the page cache: the figures are CPU cost, not disk.
 """
 
@@ -18,15 +18,36 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kohya_lite.check import run_check  # noqa: E402
 from kohya_lite.config import TrainingConfig  # noqa: E402
-from kohya_lite.dataset.images import check_image, image_problem  # noqa: E402
+from kohya_lite.media import check_image  # noqa: E402
+
+
+def image_problem(path: str | Path) -> str | None:
+    """None when the image can be decoded, else a short reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                im.verify()
+            with Image.open(path) as im:
+                im.load()
+                if im.width < 8 or im.height < 8:
+                    return f"too small ({im.width}×{im.height})"
+    except UnidentifiedImageError:
+        return "not an image PIL can read (corrupt or unsupported format)"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return f"cannot be decoded ({exc.__class__.__name__}: {exc})"
+    return None
+
 
 
 def make_images(folder: Path, count: int, width: int, height: int) -> list[Path]:

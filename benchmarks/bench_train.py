@@ -31,7 +31,7 @@ def reference_loop(model_path: str, family: str, images: list[Path], steps: int,
     """diffusers-example style: peft LoRA on the UNet, VAE + TE every step, AdamW."""
     from peft import LoraConfig
 
-    from kohya_lite.dataset.images import load_rgb
+    from kohya_lite.media import load_rgb
     from kohya_lite.engine.text import encode_sd, encode_sdxl
     from kohya_lite.models.load import load_model
 

@@ -15,16 +15,15 @@ from kohya_lite.config import (
     PRECISIONS, QUICK_PICKS, SAVE_PRECISIONS, SCHEDULERS, SUPPORTED_LORA_TYPES, TrainingConfig, known_optimizer,
     parse_kv_args, parse_resolution, te_lr_of, unet_lr_of,
 )
-from kohya_lite.dataset.folders import DatasetSummary, Subset, caption_path, list_images, load_caption, scan_dataset
-from kohya_lite.dataset.images import LARGE_SIDE, check_image
+from kohya_lite.dataset.folders import DatasetSummary, Subset, load_caption, scan_dataset
+from kohya_lite.media import LARGE_SIDE, caption_path, check_image, list_images
+from kohya_lite.models.detect import hub_cached, is_diffusers_folder, source_kind
 from kohya_lite.dataset.steps import StepPlan, plan_steps
 from kohya_lite.errors import Problem, UserError
 from kohya_lite.models import safetensors_file
 from kohya_lite.output_folder import describe, files_of
 from kohya_lite.textfile import RESAVE_FIX, read_text
 
-HF_ID_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
-MODEL_FILE_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".bin")
 
 
 @dataclass
@@ -190,7 +189,7 @@ def _check_ranges(cfg: TrainingConfig, r: CheckResult) -> None:
 
 
 def _check_samples(cfg: TrainingConfig, r: CheckResult) -> None:
-    from kohya_lite.engine.prompts import parse_prompts
+    from kohya_lite.prompts import parse_prompts
 
     if cfg.sample_every_n_steps <= 0 and cfg.sample_every_n_epochs <= 0:
         return
@@ -221,16 +220,6 @@ def _check_samples(cfg: TrainingConfig, r: CheckResult) -> None:
 
 
 # ---- model --------------------------------------------------------------------------------------
-def _hf_cached(repo_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        hit = try_to_load_from_cache(repo_id, "model_index.json")
-        return isinstance(hit, str)
-    except Exception:
-        return False
-
-
 def _check_model(cfg: TrainingConfig, r: CheckResult) -> None:
     f = "pretrained_model_name_or_path"
     src = cfg.pretrained_model_name_or_path.strip()
@@ -238,21 +227,20 @@ def _check_model(cfg: TrainingConfig, r: CheckResult) -> None:
         r.error("no base model chosen", field=f, fix="pick a quick-pick model or enter the path of a .safetensors file or diffusers folder")
         return
     p = Path(src).expanduser()
-    if p.exists():
-        if p.is_file() and p.suffix.lower() not in MODEL_FILE_EXTENSIONS:
-            r.error(f"'{src}' is not a model checkpoint", field=f, file=src,
-                    fix="choose a .safetensors or .ckpt checkpoint, or a diffusers folder (with model_index.json)")
-        elif p.is_file():
-            _check_safetensors(p, f, "model file", r)
-        elif p.is_dir() and not (p / "model_index.json").is_file() and not (p / "unet").is_dir():
-            r.error(f"folder '{src}' is not a diffusers model (no model_index.json)", field=f, file=src,
-                    fix="point to the folder that contains model_index.json, or to a single .safetensors file")
-    elif HF_ID_RE.match(src) and not src.lower().endswith(MODEL_FILE_EXTENSIONS) and not src.startswith((".", "/")):
-        if not _hf_cached(src):
-            r.error(f"model '{src}' is not on this machine (kohya-lite never downloads)", field=f,
-                    fix=f"download it once with `huggingface-cli download {src}` on a machine with internet "
-                        "(it lands in the Hugging Face cache), or choose a local .safetensors file")
-    else:
+    kind = source_kind(src)
+    if kind == "not_a_model":
+        r.error(f"'{src}' is not a model checkpoint", field=f, file=src,
+                fix="choose a .safetensors or .ckpt checkpoint, or a diffusers folder (with model_index.json)")
+    elif kind == "single_file":
+        _check_safetensors(p, f, "model file", r)
+    elif kind == "folder" and not is_diffusers_folder(p):
+        r.error(f"folder '{src}' is not a diffusers model (no model_index.json)", field=f, file=src,
+                fix="point to the folder that contains model_index.json, or to a single .safetensors file")
+    elif kind == "hub_id" and not hub_cached(src):
+        r.error(f"model '{src}' is not on this machine (kohya-lite never downloads)", field=f,
+                fix=f"download it once with `huggingface-cli download {src}` on a machine with internet "
+                    "(it lands in the Hugging Face cache), or choose a local .safetensors file")
+    elif kind == "missing":
         r.error(f"model path '{src}' does not exist", field=f, file=src,
                 fix="check the path; it must be a .safetensors/.ckpt file or a diffusers folder")
     flags = QUICK_PICKS.get(src)

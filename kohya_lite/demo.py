@@ -60,7 +60,7 @@ def _ensure_images(folder: Path) -> None:
 
 def demo_config(root: Path, model_path: Path) -> TrainingConfig:
     """The demo preset with the demo's paths, sample images every epoch and a fixed output name."""
-    from kohya_lite.ui.files import preset_path
+    from kohya_lite.paths import preset_path
 
     preset = preset_path(DEMO_PRESET)
     if not preset.is_file():

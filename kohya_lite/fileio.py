@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +22,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, p)
+        replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -33,6 +34,19 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def replace(src: str | os.PathLike, dst: str | os.PathLike, *, attempts: int = 20, wait: float = 0.05) -> None:
+    """os.replace, retried for about a second on PermissionError: on Windows the rename fails while another
+    process (the page serving a sample, an antivirus scan) has the target open."""
+    for attempt in range(attempts):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(wait)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

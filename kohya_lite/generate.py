@@ -7,7 +7,7 @@ Tag syntax (A1111, lora-file-format §13.1), any number of tags anywhere in the 
 NAME is resolved in the LoRA library folder (`library.find_lora`). Tags in the negative prompt are refused.
 
 kohya's inline sample options are accepted after the prompt: `… --n negative --w 512 --h 512 --d 1
---l 7 --s 20 --ss euler_a` (`engine.prompts.parse_prompt_line`); they override the request's values.
+--l 7 --s 20 --ss euler_a` (`prompts.parse_prompt_line`); they override the request's values.
 
 Applying (`merged_loras`): A1111's merge, exact and reversible. For every adapted module
 W' = W + Σᵢ wᵢ·(αᵢ/rᵢ)·upᵢ@downᵢ (wᵢ = the TE or UNet weight of tag i), summed in fp32 and added once;
@@ -30,13 +30,13 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from kohya_lite.engine.prompts import SAMPLERS, SamplePrompt, parse_prompt_line
+from kohya_lite.prompts import SAMPLERS, SamplePrompt, parse_prompt_line
 from kohya_lite.errors import UserError
 from kohya_lite.library import DEFAULT_LORA_DIR, find_lora, format_weight
 from kohya_lite.models import families
 from kohya_lite.network import naming
 from kohya_lite.network.io import LoraFile, load_lora
-from kohya_lite.network.lora import delta_weight, find_targets, te_root
+from kohya_lite.network.lora import ModuleIndex, delta_weight
 
 DEFAULT_SAMPLER = "euler_a"
 DEFAULT_STEPS = 20
@@ -309,38 +309,6 @@ def resolve_loras(tags: Sequence[LoraTag], lora_dir: str | Path | None, family: 
     return uses
 
 
-class _ModuleIndex:
-    """kohya module name → the model's Linear/Conv2d: the trainer's own targets (LoCon included), then any
-    other module the name points to (other trainers adapt e.g. `time_embedding`)."""
-
-    def __init__(self, model: Any):
-        self.model = model
-        targets = find_targets(model.unet, model.text_encoders, model.family, conv=True)
-        self.targets = {t.name: t.module for t in targets}
-        cfg = getattr(model.unet, "config", None)
-        self.layers_per_block = int(getattr(cfg, "layers_per_block", 2) or 2) if cfg is not None else 2
-
-    def get(self, name: str) -> torch.nn.Module | None:
-        if name in self.targets:
-            return self.targets[name]
-        try:
-            target = naming.parse_lora_name(name, layers_per_block=self.layers_per_block)
-        except ValueError:
-            return None
-        if target.component == naming.UNET:
-            root = self.model.unet
-        else:
-            index = 1 if target.component == naming.TEXT_ENCODER_2 else 0
-            if index >= len(self.model.text_encoders):
-                return None
-            root = te_root(self.model.text_encoders[index])
-        try:
-            module = root.get_submodule(target.path)
-        except AttributeError:
-            return None
-        return module if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) else None
-
-
 def _fit(delta: torch.Tensor, weight: torch.Tensor, name: str, lora: LoraUse, family: str) -> torch.Tensor:
     if delta.shape == weight.shape:
         return delta
@@ -358,7 +326,7 @@ Delta = tuple[torch.nn.Module, torch.Tensor]  # (module whose .weight changes, f
 
 def lora_deltas(model: Any, uses: Sequence[LoraUse]) -> tuple[list[Delta], list[UsedLora]]:
     """Σ wᵢ·(αᵢ/rᵢ)·upᵢ@downᵢ per model module (fp32, CPU), and what each LoRA contributed."""
-    index = _ModuleIndex(model)
+    index = ModuleIndex(model)
     total: dict[int, Delta] = {}
     used: list[UsedLora] = []
     for use in uses:

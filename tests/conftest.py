@@ -38,6 +38,20 @@ def _build(tmp_path_factory, family: str) -> Path:
     return build_tiny_model(family, out, single_file=SINGLE_FILE_NAME.format(family=family), seed=0)
 
 
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A folder in which nobody, root included, can create a file: procfs on Linux (CI runs as root, so a chmod'ed
+    folder would not do); elsewhere a folder without write permission."""
+    if sys.platform.startswith("linux") and Path("/proc/self").is_dir():
+        yield Path("/proc/self")
+        return
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    yield folder
+    folder.chmod(0o700)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd1_dir(tmp_path_factory) -> Path:
     return _build(tmp_path_factory, "sd1")

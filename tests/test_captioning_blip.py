@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from kohya_lite.captioning import BlipCaptioner, BlipOptions, caption_blip, load_image
+from kohya_lite.captioning import BlipCaptioner, BlipOptions, caption_blip, load_rgb
 from kohya_lite.captioning.blip import BLIP_PROMPT, strip_prompt
 from kohya_lite.captioning.tiny import build_tiny_blip
-from kohya_lite.captioning.writer import caption_path, read_caption
+from kohya_lite.media import caption_path, read_caption
 from kohya_lite.errors import UserError
 from captioning_fixtures import offline, sample_source, samples  # noqa: F401  (shared fixtures)
 
@@ -46,7 +46,7 @@ def test_every_good_image_captioned_with_trigger_word(samples, blip_dir):
 
 def test_prompt_is_given_to_the_decoder_and_stripped(captioner, samples):
     _, good, _ = samples
-    image = load_image(good[0])
+    image = load_rgb(good[0])
     inputs = captioner.processor(images=[image], text=[BLIP_PROMPT], return_tensors="pt")
     raw = captioner.processor.batch_decode(captioner.model.generate(**inputs, max_length=20, min_length=5),
                                            skip_special_tokens=True)[0]
@@ -58,7 +58,7 @@ def test_prompt_is_given_to_the_decoder_and_stripped(captioner, samples):
 
 def test_max_length_counts_the_prompt_like_kohya(captioner, samples):
     _, good, _ = samples
-    images = [load_image(p) for p in good[:2]]
+    images = [load_rgb(p) for p in good[:2]]
     tokenizer = captioner.processor.tokenizer
     for max_length in (6, 9):
         for text in captioner.caption(images, max_length=max_length, min_length=5):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kohya_lite.captioning.tiny import build_sample_images, build_tiny_blip, build_tiny_wd14
-from kohya_lite.captioning.writer import caption_path, read_caption
+from kohya_lite.media import caption_path, read_caption
 from kohya_lite.cli import main
 from captioning_fixtures import offline  # noqa: F401  (shared fixture: no hub, empty HF cache)
 

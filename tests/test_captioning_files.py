@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from kohya_lite.captioning import (BasicOptions, add_tags, caption_basic, find_images, list_images_with_captions,
-                                   load_image, save_caption, search_replace, tag_frequency)
-from kohya_lite.captioning.writer import (CaptionWriter, caption_path, compose_caption, merge_tags,
-                                          normalize_extension, read_caption)
+                                   load_rgb, save_caption, search_replace, tag_frequency)
+from kohya_lite.captioning.writer import CaptionWriter, compose_caption, merge_tags, normalize_extension
+from kohya_lite.media import caption_path, read_caption
 from kohya_lite.errors import UserError
 from captioning_fixtures import sample_source, samples  # noqa: F401  (shared fixtures)
 
@@ -95,20 +95,20 @@ def test_find_images_problems_are_user_errors(tmp_path):
 
 def test_load_image_handles_odd_modes(samples):
     folder, _, bad = samples
-    alpha = load_image(folder / "alpha.png")
+    alpha = load_rgb(folder / "alpha.png")
     assert alpha.mode == "RGB" and alpha.getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
     assert alpha.getpixel((30, 20)) == (200, 40, 40)
-    assert load_image(folder / "palette.png").getpixel((0, 0)) == (255, 255, 255)
-    assert load_image(folder / "palette.png").getpixel((20, 20)) == (10, 120, 200)
-    gray16 = load_image(folder / "gray16.png")  # scaled, not clipped to white
+    assert load_rgb(folder / "palette.png").getpixel((0, 0)) == (255, 255, 255)
+    assert load_rgb(folder / "palette.png").getpixel((20, 20)) == (10, 120, 200)
+    gray16 = load_rgb(folder / "gray16.png")  # scaled, not clipped to white
     assert gray16.getpixel((0, 0)) == (0, 0, 0) and 200 < gray16.getpixel((31, 31))[0] < 255
-    rotated = load_image(folder / "rotated.jpg")  # stored 48x24, EXIF says rotate 90 cw
+    rotated = load_rgb(folder / "rotated.jpg")  # stored 48x24, EXIF says rotate 90 cw
     assert rotated.size == (24, 48)
     top, bottom = rotated.getpixel((12, 5)), rotated.getpixel((12, 42))
     assert top[0] > 150 and top[2] < 100 and bottom[2] > 150 and bottom[0] < 100  # red on top, blue below
-    for path in bad:
-        with pytest.raises(Exception):
-            load_image(path)
+    for path in bad:  # an unknown format or a truncated file: PIL's OSError, which the captioners report per image
+        with pytest.raises(OSError, match="cannot identify image file|image file is truncated"):
+            load_rgb(path)
 
 
 # ------------------------------------------------------------------------------------------- basic

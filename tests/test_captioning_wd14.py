@@ -14,7 +14,7 @@ from PIL import Image
 from kohya_lite.captioning import WD14Options, WD14Tagger, caption_wd14, format_tag_frequency, preprocess_wd14
 from kohya_lite.captioning.tiny import TINY_WD14_TAGS, build_tiny_wd14
 from kohya_lite.captioning.wd14_tags import TagRules, TagTable, parse_tag_replacement
-from kohya_lite.captioning.writer import caption_path, read_caption
+from kohya_lite.media import caption_path, read_caption
 from kohya_lite.errors import UserError
 from captioning_fixtures import offline, sample_source, samples  # noqa: F401  (shared fixtures)
 

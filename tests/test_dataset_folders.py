@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from kohya_lite.dataset.folders import (
-    parse_folder_name, read_caption, scan_dataset, suggest_repeats, tag_frequency,
+    caption_or_tokens, parse_folder_name, scan_dataset, suggest_repeats, tag_frequency,
 )
 from kohya_lite.dataset.steps import gui_total_steps, plan_steps
 
@@ -47,9 +47,9 @@ def test_scan_counts_images_any_case_and_captions(tmp_path):
     assert len(train.images) == 5 and train.repeats == 5 and train.tokens == "zkz object"
     assert train.captioned == 2 and s.num_train_images == 25 and s.num_reg_images == 1
     assert [p.name for p in s.skipped_folders] == ["no_prefix"]
-    assert read_caption(train.images[0], ".txt", train.tokens) == ("zkz object, red", True)
-    assert read_caption(train.images[1], ".txt", train.tokens) == ("zkz object", False)
-    assert read_caption(train.images[2], ".txt", train.tokens) == ("zkz object", False)
+    assert caption_or_tokens(train.images[0], ".txt", train.tokens) == ("zkz object, red", True)
+    assert caption_or_tokens(train.images[1], ".txt", train.tokens) == ("zkz object", False)
+    assert caption_or_tokens(train.images[2], ".txt", train.tokens) == ("zkz object", False)
     assert tag_frequency(train, ".txt") == {"zkz object": 5, "red": 1}
 
 

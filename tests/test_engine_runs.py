@@ -119,7 +119,7 @@ def test_resume_reuses_a_drawn_seed(tiny_sd1_dir, tmp_path):
 def test_a_non_finite_step_is_skipped_and_counted(tiny_sd1_dir, tmp_path, monkeypatch):
     """Fault injection: the loss of the third micro-batch is NaN. That step is skipped (no optimizer or scheduler
     step), counted, and training goes on to a finite file."""
-    import kohya_lite.engine.train as engine
+    import kohya_lite.engine.step as engine
 
     real, calls = engine.diffusion_loss, {"n": 0}
 
@@ -176,3 +176,25 @@ def test_dim_from_weights_and_save_last_n_steps(tiny_sd1_dir, tmp_path):
 def _metadata(path):
     with safe_open(str(path), "pt") as f:
         return f.metadata()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_damaged_after_check_is_named(tiny_sd1_dir, tmp_path, workers, monkeypatch):
+    """check reads headers only; an image whose pixel data is damaged is named, with the fix, when training
+    reaches it (also from a data-loader worker), instead of a traceback."""
+    import kohya_lite.engine.setup as setup
+
+    paths = make_images(tmp_path / "img" / "1_zkz object", 2)
+    real = setup.run_check
+
+    def check_then_damage(cfg, **kw):  # the file changes between the check and the training (as on a flaky disk)
+        result = real(cfg, **kw)
+        data = bytearray(paths[1].read_bytes())
+        data[60:-20] = bytes(len(data) - 80)
+        paths[1].write_bytes(bytes(data))
+        return result
+
+    monkeypatch.setattr(setup, "run_check", check_then_damage)
+    with pytest.raises(UserError) as e:
+        _train(tiny_config(tiny_sd1_dir, tmp_path, cache_latents=False, epoch=1, max_data_loader_n_workers=workers))
+    assert e.value.file == str(paths[1]) and "cannot be decoded" in e.value.message and "re-save" in e.value.fix

@@ -42,3 +42,27 @@ def test_full_disk_during_training_is_one_plain_error(tiny_sd1_dir, tmp_path, mo
     assert err["field"] == "output_dir" and "free some space" in err["hint"]
     assert not list((tmp_path / "model").glob("*.safetensors"))
     json.dumps(err)
+
+
+def test_event_log_reads_only_what_was_appended(tmp_path):
+    from kohya_lite.engine.events import EventLog, EventWriter
+
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    assert log.read() == []
+    writer = EventWriter(path)
+    writer.emit("start", total_steps=2)
+    assert [e["type"] for e in log.read()] == ["start"]
+    with open(path, "a", encoding="utf-8") as fh:  # a writer caught mid-line
+        fh.write('{"type": "step", "step": 1')
+    assert [e["type"] for e in log.read()] == ["start"]
+    offset = log._offset
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(', "time": 1}\n')
+    events = log.read()
+    assert [e["type"] for e in events] == ["start", "step"] and events[1]["step"] == 1
+    assert log._offset > offset and log._offset == path.stat().st_size, "only the new bytes were read"
+    writer.emit("done")
+    writer.close()
+    assert [e["type"] for e in log.read()] == ["start", "step", "done"]
+    assert read_events(path, since=1)[0]["type"] == "step"

@@ -215,7 +215,7 @@ def test_matches_diffusers_multi_adapter(model, lora_dir, tiny_sd1_dir):
     import transformers
     from diffusers import StableDiffusionPipeline
 
-    from kohya_lite.engine.prompts import make_scheduler
+    from kohya_lite.prompts import make_scheduler
 
     transformers.logging.set_verbosity_error()
     diffusers.logging.set_verbosity_error()
@@ -248,7 +248,7 @@ def test_locon_and_sdxl_match_diffusers(family, request, tmp_path):
     import diffusers
     import transformers
 
-    from kohya_lite.engine.prompts import make_scheduler
+    from kohya_lite.prompts import make_scheduler
 
     transformers.logging.set_verbosity_error()
     diffusers.logging.set_verbosity_error()

@@ -1,4 +1,4 @@
-"""`kohya-lite lora info|verify` on a real trained file and on an untrained one."""
+"""`kohya-lite lora info|verify` on a real trained file, an untrained one and a diverged (NaN) one."""
 
 import torch
 
@@ -20,7 +20,7 @@ def test_info_and_verify(tiny_sd1_dir, tmp_path, capsys):
     assert main(["lora", "verify", str(fresh)]) == 0
     out = capsys.readouterr().out
     n = len(net.kohya_state_dict()) // 3
-    assert f"number of LoRA modules: {n}" in out and "not trained" in out
+    assert f"number of LoRA modules: {n}" in out and f"{n} of {n} modules are all zero (not trained" in out
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.01)
@@ -30,3 +30,16 @@ def test_info_and_verify(tiny_sd1_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "not trained" not in out and len(out.strip().splitlines()) == 1 + 2 * n
     assert main(["lora", "info", str(tmp_path / "missing.safetensors")]) == 2
+
+    # a diverged training: NaN/Inf tensors are flagged and the exit code says so
+    tensors = net.kohya_state_dict()
+    key = sorted(k for k in tensors if k.endswith("lora_up.weight"))[3]
+    tensors[key][0, 0] = float("nan")
+    tensors[key.replace("lora_up", "lora_down")][0, 0] = float("inf")
+    zero = sorted(k for k in tensors if k.endswith("lora_up.weight"))[5]
+    tensors[zero].zero_()
+    bad = tmp_path / "bad.safetensors"
+    save_lora_file(bad, tensors, {}, precision="float")
+    assert main(["lora", "verify", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "2 tensors hold NaN/Inf values" in out and "1 of " in out and zero.rsplit(".", 2)[0] in out

@@ -67,11 +67,15 @@ def test_dynamic_rank_rules():
 
 
 def test_dynamic_resize_writes_dynamic_dim(sd1, tmp_path):
+    """One module made rank 1, the others full rank 4: sv_fro 0.9 keeps 1 for the first and more for the rest."""
     src = _lora(sd1, tmp_path / "a.safetensors", 1)
-    res = resize_lora(src, tmp_path / "d.safetensors", 4, method="sv_fro", param=0.5)
-    assert sum(res.ranks.values()) == res.modules and min(res.ranks) >= 1
-    if len(res.ranks) > 1:
-        assert _meta(res.path)["ss_network_dim"] == "Dynamic"
+    tensors, meta = read_lora_file(src)
+    first = module_names(tensors)[0]
+    tensors[f"{first}.lora_up.weight"][:, 1:] = 0
+    save_lora_file(src, tensors, meta, precision="float")
+    res = resize_lora(src, tmp_path / "d.safetensors", 4, method="sv_fro", param=0.9)
+    assert sum(res.ranks.values()) == res.modules and min(res.ranks) == 1 and max(res.ranks) > 1
+    assert _meta(res.path)["ss_network_dim"] == "Dynamic"
     with pytest.raises(UserError):
         resize_lora(src, tmp_path / "x.safetensors", 4, method="sv_ratio", param=1)
 

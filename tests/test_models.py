@@ -14,7 +14,8 @@ from kohya_lite.errors import UserError
 from kohya_lite.models import clip_bpe, families
 from kohya_lite.models.families import (base_model_version, config_dir, detect_family_from_keys, modelspec_architecture,
                                         quick_pick, training_scheduler_config)
-from kohya_lite.models.load import load_model, read_checkpoint_keys
+from kohya_lite.models.detect import read_checkpoint_keys
+from kohya_lite.models.load import load_model
 from kohya_lite.models.tiny import build_tiny_model
 
 
@@ -262,7 +263,6 @@ def test_ldm_writer_produces_the_real_checkpoint_layout(family, expected):
         assert "model.diffusion_model.label_emb.0.0.weight" in sd
 
 
-@pytest.mark.slow
 def test_full_size_sd15_single_file_loads_with_the_shipped_config(tmp_path):
     """A full-size SD1.5-layout checkpoint (zeros, fp16, 2 GB) loads offline through the shipped sd1 config, every
     tensor in place. (~25 s, 2.6 GB RAM; SD2/SDXL were checked the same way by hand: UNet 865.9 M / 2567.5 M.)"""

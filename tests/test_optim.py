@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from kohya_lite.config import parse_kv_args
 from kohya_lite.engine.optim import build_optimizer, build_scheduler, describe_optimizer, warmup_steps
 from kohya_lite.errors import UserError
 
@@ -25,6 +26,10 @@ def test_optimizers_step(name, args):
         groups[1]["lr"] = groups[0]["lr"]
     before = [g["params"][0].detach().clone() for g in groups]
     opt = build_optimizer(name, groups, 1e-3, args)
+    for key, value in parse_kv_args(args, "optimizer_args").items():  # every argument reached the optimizer
+        expected = tuple(value) if isinstance(value, (list, tuple)) else value
+        got = opt.param_groups[0][key]
+        assert (tuple(got) if isinstance(got, (list, tuple)) else got) == expected, (name, key)
     for g in groups:
         (g["params"][0] ** 2).sum().backward()
     opt.step()

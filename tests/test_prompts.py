@@ -2,7 +2,7 @@
 
 import pytest
 
-from kohya_lite.engine.prompts import (
+from kohya_lite.prompts import (
     canonical_sampler, make_scheduler, parse_prompt_line, parse_prompts, sample_filename,
 )
 from kohya_lite.errors import UserError

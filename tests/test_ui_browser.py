@@ -390,3 +390,27 @@ def test_lora_tools_resize_from_the_page(page, workdir, tiny_sd1_dir):
     fill(page, "tools-resize-out", "")
     page.locator("#tools-resize-run").click()
     assert "no output file" in wait_text(page, "tools-resize-result", "no output file")
+
+
+def test_lora_tools_download_from_the_page(page, workdir, tiny_sd1_dir):
+    """Utilities → LoRA tools → Download from a local HTTP server: the result names the file and its trigger words."""
+    from download_helpers import start_server, stop_server
+    from kohya_lite.models.load import load_model
+    from lora_helpers import write_lora
+
+    src = write_lora(load_model(tiny_sd1_dir), workdir / "dl-src.safetensors", seed=3,
+                     metadata={"ss_base_model_version": "sd_v1", "modelspec.trigger_phrase": "zkz style"})
+    srv = start_server({"zkz-style.safetensors": src.read_bytes()})
+    try:
+        page.get_by_role("tab", name="Utilities", exact=True).click()
+        page.get_by_role("tab", name="LoRA tools", exact=True).click()
+        page.get_by_role("tab", name="Download", exact=True).click()
+        fill(page, "tools-dl-url", f"{srv.url}/files/zkz-style.safetensors")
+        fill(page, "tools-dl-dir", str(workdir / "Lora-dl"))
+        page.locator("#tools-dl-run").click()
+        text = wait_text(page, "tools-dl-result", "Trigger words")
+        assert "zkz style" in text and "<lora:zkz-style:1>" in text
+        assert (workdir / "Lora-dl" / "zkz-style.safetensors").read_bytes() == src.read_bytes()
+        screenshot(page, "tab-utilities-lora-download")
+    finally:
+        stop_server(srv)

@@ -160,7 +160,7 @@ def test_config_json_of_page_matches_cli_format(app):
 
 
 def test_open_preset_keeps_path_and_save_as_sets_it(app, tmp_path):
-    from kohya_lite.ui.files import preset_path
+    from kohya_lite.paths import preset_path
     from kohya_lite.ui.page import DIRTY_TEXT
 
     page = app.kohya_page

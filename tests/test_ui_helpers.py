@@ -185,14 +185,14 @@ def _checkpoint(path: Path, keys: list[str]) -> Path:
     (["cond_stage_model.transformer.x", "model.diffusion_model.y"], False, False, "SD 1.x"),
 ])
 def test_detect_family_from_checkpoint_keys(tmp_path, keys, v2, sdxl, name):
-    from kohya_lite.ui.source_model import detect_model
+    from kohya_lite.models.detect import detect_model
 
     det = detect_model(str(_checkpoint(tmp_path / "m.safetensors", keys)))
     assert det.flags == {"v2": v2, "sdxl": sdxl} and det.model_list == "custom" and name in det.note
 
 
 def test_detect_quick_picks_folders_and_refusals(tmp_path):
-    from kohya_lite.ui.source_model import detect_model
+    from kohya_lite.models.detect import detect_model
 
     det = detect_model("stabilityai/stable-diffusion-2-1")
     assert det.flags == {"v2": True, "v_parameterization": True, "sdxl": False}
@@ -258,6 +258,7 @@ def test_the_page_and_check_show_one_step_plan_text(tmp_path):
 
 # ---- files: picker, recent, presets -----------------------------------------------------------
 def test_browse_choices_and_recent(tmp_path, monkeypatch):
+    from kohya_lite import paths
     from kohya_lite.ui import files
 
     monkeypatch.setenv("KOHYA_LITE_HOME", str(tmp_path / "home"))
@@ -277,7 +278,7 @@ def test_browse_choices_and_recent(tmp_path, monkeypatch):
     files.add_recent(cfg)
     assert files.recent_configs() == [cfg.resolve()]
     choices = files.open_choices()
-    assert ("preset: CPU demo (tiny model)", str(files.preset_path("CPU demo (tiny model)"))) in choices
+    assert ("preset: CPU demo (tiny model)", str(paths.preset_path("CPU demo (tiny model)"))) in choices
     assert choices[-1] == (f"recent: {cfg.resolve()}", str(cfg.resolve()))
 
 

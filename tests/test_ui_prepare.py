@@ -1,6 +1,5 @@
 """Dataset preparation (Utilities → Dataset preparation): copies, never moves; refuses overlaps; repeats."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -122,17 +121,10 @@ def test_problems_name_the_field(tmp_path, kw, field):
     assert not (tmp_path / "proj").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_destination_is_a_user_error(tmp_path):
+def test_unwritable_destination_is_a_user_error(tmp_path, unwritable_dir):
     make_images(tmp_path / "photos", 1)
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        with pytest.raises(UserError) as err:
-            prepare_dataset(instance_prompt="zkz", class_prompt="", images_dir=tmp_path / "photos",
-                            destination=ro / "proj")
-    finally:
-        ro.chmod(0o700)
+    with pytest.raises(UserError) as err:
+        prepare_dataset(instance_prompt="zkz", class_prompt="", images_dir=tmp_path / "photos",
+                        destination=unwritable_dir / "proj")
     assert err.value.field == "destination"
     assert (tmp_path / "photos" / "im00.png").is_file()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from kohya_lite.captioning.result import CaptionResult, Progress
 from kohya_lite.captioning.runner import plan_run
-from kohya_lite.captioning.writer import (CaptionWriter, caption_path, compose_caption, normalize_extension,
-                                          read_caption, write_caption)
+from kohya_lite.captioning.writer import CaptionWriter, compose_caption, normalize_extension, write_caption
+from kohya_lite.media import caption_path, read_caption
 from kohya_lite.errors import UserError
 
 

@@ -15,12 +15,12 @@ from typing import Iterator, Sequence
 
 from PIL import Image
 
-from kohya_lite.captioning.images import load_image
 from kohya_lite.captioning.model_files import ModelKind, resolve_model_folder
 from kohya_lite.captioning.result import CaptionResult, Progress
 from kohya_lite.captioning.runner import plan_run, run_batches
 from kohya_lite.captioning.writer import CaptionWriter, normalize_extension
 from kohya_lite.errors import UserError
+from kohya_lite.media import load_rgb
 
 DEFAULT_BLIP_MODEL = "Salesforce/blip-image-captioning-large"
 BLIP_PROMPT = "a picture of "
@@ -168,5 +168,5 @@ def caption_blip(folder: str | Path, options: BlipOptions | None = None, *, prog
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(options.seed))
-        return run_batches(plan, writer=writer, prepare=load_image, infer=infer, batch_size=int(options.batch_size),
+        return run_batches(plan, writer=writer, prepare=load_rgb, infer=infer, batch_size=int(options.batch_size),
                            workers=int(options.workers), progress=progress)

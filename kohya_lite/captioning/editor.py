@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from kohya_lite.captioning.images import find_images, is_image_file
-from kohya_lite.captioning.writer import caption_path, normalize_extension, read_caption, split_tags, write_caption
+from kohya_lite.captioning.images import find_images
+from kohya_lite.captioning.writer import normalize_extension, split_tags, write_caption
+from kohya_lite.media import caption_path, count_tags, is_image, read_caption
 from kohya_lite.errors import UserError
 
 
@@ -78,7 +79,7 @@ def list_images_with_captions(folder: str | Path, ext: str = ".txt", page: int =
 def save_caption(image_path: str | Path, text: str, ext: str = ".txt") -> Path:
     """Write `text` as the caption of `image_path`; an empty text deletes the caption file. Returns its path."""
     image = Path(image_path).expanduser()
-    if not is_image_file(image):
+    if not (is_image(image) and image.is_file()):
         raise UserError(f"'{image}' is not an image file.", field="image", file=str(image),
                         fix="Pick one of the folder's .png/.jpg/.jpeg/.webp/.bmp images.")
     target = caption_path(image, normalize_extension(ext))
@@ -116,11 +117,8 @@ def search_replace(folder: str | Path, ext: str, find: str, replace: str, *, rec
 
 def tag_frequency(folder: str | Path, ext: str = ".txt", *, recursive: bool = False) -> Counter:
     """How often each tag appears across the captions (comma-separated, stripped, lower-cased)."""
-    counts: Counter = Counter()
-    for _, target in _captions(folder, ext, recursive):
-        if target.is_file():
-            counts.update(t.lower() for t in split_tags(_read(target), ","))
-    return counts
+    return count_tags(_read(target).replace("\n", ",") for _, target in _captions(folder, ext, recursive)
+                      if target.is_file())
 
 
 def _as_tags(tags: str | Iterable[str]) -> list[str]:

@@ -1,23 +1,12 @@
-"""Finding and opening the images of a captioning folder.
-
-`find_images` lists the images a captioner works on (.png .jpg .jpeg .webp .bmp, any case, sorted,
-optionally recursive). `load_image` opens one read-only as an 8-bit RGB picture the way the
-captioners expect it: EXIF rotation applied, transparency composited onto white, grayscale,
-16-bit and palette images converted. Images are only ever read, never written.
-"""
+"""The images of a captioning folder: `find_images` lists them (sorted, optionally recursive) with a plain
+error for a missing or empty folder. Opening them is `kohya_lite.media.load_rgb`, as for training."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
-
 from kohya_lite.errors import UserError
-from kohya_lite.media import IMAGE_EXTENSIONS, load_rgb
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+from kohya_lite.media import IMAGE_EXTENSIONS, list_images
 
 
 def check_folder(folder: str | Path, field: str = "folder") -> Path:
@@ -41,8 +30,7 @@ def find_images(folder: str | Path, *, recursive: bool = False, required: bool =
     With `required`, a folder without any image is a UserError; otherwise an empty list.
     """
     root = check_folder(folder)
-    candidates = root.rglob("*") if recursive else root.iterdir()
-    images = sorted(p for p in candidates if is_image_file(p))
+    images = list_images(root, recursive=recursive)
     if required and not images:
         where = "or its subfolders " if recursive else ""
         raise UserError(
@@ -52,8 +40,3 @@ def find_images(folder: str | Path, *, recursive: bool = False, required: bool =
             + ("" if recursive else ", or turn on 'recursive' to include subfolders") + ".",
         )
     return images
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image read-only as RGB, EXIF-rotated, alpha over white. Raises on unreadable files."""
-    return load_rgb(path)

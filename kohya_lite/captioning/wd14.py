@@ -17,13 +17,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from kohya_lite.captioning.images import load_image
 from kohya_lite.captioning.model_files import ModelKind, resolve_model_folder
 from kohya_lite.captioning.result import CaptionResult, Progress
 from kohya_lite.captioning.runner import plan_run, run_batches
 from kohya_lite.captioning.wd14_tags import TagRules, TagTable, load_tag_table, parse_tag_replacement
 from kohya_lite.captioning.writer import CaptionWriter, normalize_extension
 from kohya_lite.errors import UserError
+from kohya_lite.media import load_rgb
 
 DEFAULT_WD14_MODEL = "SmilingWolf/wd-v1-4-convnextv2-tagger-v2"
 WD14_MODELS = (  # the kohya_ss GUI's list
@@ -108,9 +108,18 @@ def preprocess_wd14(image: Image.Image, size: int = DEFAULT_IMAGE_SIZE) -> np.nd
     return arr.astype(np.float32)
 
 
-def pick_providers(available: list[str] | None = None) -> list[str]:
-    import onnxruntime as ort
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("WD14 tagging needs onnxruntime, which is not installed", field="model",
+                        fix="run ./setup.sh (setup.bat on Windows) again; it installs onnxruntime, or "
+                            "onnxruntime-gpu where an NVIDIA GPU is present") from None
+    return onnxruntime
 
+
+def pick_providers(available: list[str] | None = None) -> list[str]:
+    ort = _onnxruntime()
     available = ort.get_available_providers() if available is None else available
     return [p for p in PROVIDER_ORDER if p in available] or list(available)
 
@@ -129,7 +138,7 @@ class WD14Tagger:
 
     @classmethod
     def load(cls, model: str = DEFAULT_WD14_MODEL, model_dir: str | Path | None = None) -> "WD14Tagger":
-        import onnxruntime as ort
+        ort = _onnxruntime()
 
         folder = resolve_model_folder(WD14_MODEL, model, model_dir)
         table = load_tag_table(folder / "selected_tags.csv")
@@ -183,7 +192,7 @@ def caption_wd14(folder: str | Path, options: WD14Options | None = None, *, prog
     counts = plan.result.tag_counts
 
     def prepare(path: Path) -> np.ndarray:
-        return preprocess_wd14(load_image(path), tagger.image_size)
+        return preprocess_wd14(load_rgb(path), tagger.image_size)
 
     def infer(arrays: list[np.ndarray]) -> list[str]:
         captions = []

@@ -1,6 +1,5 @@
-"""The one place caption files are named, composed, read and written.
+"""Composing and writing caption files (naming and reading them is `kohya_lite.media`'s job).
 
-- `caption_path(image, ext)`: `<image stem><ext>` beside the image.
 - `compose_caption(prefix, body, postfix)`: `prefix␠body␠postfix` with no doubled spaces (and no
   space before a postfix that starts with a comma, e.g. ", masterpiece"); a prefix or postfix the
   body already starts/ends with is not added twice (re-runs stay idempotent).
@@ -15,9 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kohya_lite.captioning.images import IMAGE_EXTENSIONS
 from kohya_lite.errors import UserError
-from kohya_lite.textfile import read_text
+from kohya_lite.media import IMAGE_EXTENSIONS, caption_path, read_caption
 
 _SPACES = re.compile(r"[ \t]{2,}")
 _BOUNDARY = " ,;:."
@@ -36,17 +34,6 @@ def normalize_extension(ext: str | None, field: str = "caption_extension") -> st
         raise UserError(f"Caption extension '{ext}' is an image extension: captions would overwrite images.",
                         field=field, fix="Use .txt (or .caption).")
     return ext
-
-
-def caption_path(image: str | Path, ext: str = ".txt") -> Path:
-    image = Path(image)
-    return image.with_name(image.stem + ext)
-
-
-def read_caption(path: str | Path) -> str:
-    """A caption file's text without a BOM or trailing newlines/whitespace; UserError when it is not UTF-8 text
-    (`kohya_lite.textfile`)."""
-    return read_text(path, what="caption file").replace("\r\n", "\n").rstrip()
 
 
 def write_caption(path: str | Path, text: str) -> None:

@@ -29,7 +29,7 @@ def _model_args(parser) -> None:
 
 
 def _render_args(parser, *, steps: int) -> None:
-    from kohya_lite.engine.prompts import SAMPLERS
+    from kohya_lite.prompts import SAMPLERS
     from kohya_lite.generate import DEFAULT_CFG, DEFAULT_SAMPLER
 
     parser.add_argument("--negative", default="", help="negative prompt")

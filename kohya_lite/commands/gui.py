@@ -89,7 +89,7 @@ def quiet_known_notices() -> None:
 
 
 def _setup_logging() -> None:
-    from kohya_lite.ui.files import home
+    from kohya_lite.paths import home
 
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     try:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kohya_lite.errors import UserError
-from kohya_lite.textfile import read_text
+from kohya_lite.media import caption_path, count_tags, list_images, read_caption
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 FOLDER_RE = re.compile(r"^(\d+)_(.+)$")
 
 
@@ -41,18 +40,6 @@ def parse_folder_name(name: str) -> FolderName | None:
     return FolderName(repeats=int(m.group(1)), tokens=m.group(2).strip())
 
 
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image(p) and not p.name.startswith("."))
-
-
-def caption_path(image: Path, caption_extension: str) -> Path:
-    return image.with_name(image.stem + caption_extension)
-
-
 def load_caption(image: Path, caption_extension: str, *, notes: list[str] | None = None) -> str | None:
     """The caption file's first non-empty line (kohya), or None when there is no caption file or it is empty.
 
@@ -62,12 +49,12 @@ def load_caption(image: Path, caption_extension: str, *, notes: list[str] | None
     path = caption_path(image, caption_extension)
     if not path.is_file():
         return None
-    text = read_text(path, what="caption file", field="caption_extension", notes=notes)
+    text = read_caption(path, field="caption_extension", notes=notes)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[0] if lines else None
 
 
-def read_caption(image: Path, caption_extension: str, fallback: str) -> tuple[str, bool]:
+def caption_or_tokens(image: Path, caption_extension: str, fallback: str) -> tuple[str, bool]:
     """The caption's first line (kohya), or the folder's class tokens when there is no usable file
     (`check` names the unreadable ones).
 
@@ -161,12 +148,5 @@ def suggest_repeats(n_images: int, target_low: int = 200, target_high: int = 400
 
 
 def tag_frequency(subset: Subset, caption_extension: str) -> dict[str, int]:
-    """kohya's ss_tag_frequency for one folder: caption split on ',', stripped, lower-cased, counted."""
-    counts: dict[str, int] = {}
-    for image in subset.images:
-        caption, _ = read_caption(image, caption_extension, subset.tokens)
-        for tag in caption.split(","):
-            tag = tag.strip().lower()
-            if tag:
-                counts[tag] = counts.get(tag, 0) + 1
-    return counts
+    """kohya's ss_tag_frequency for one folder (`media.count_tags` over its captions)."""
+    return dict(count_tags(caption_or_tokens(image, caption_extension, subset.tokens)[0] for image in subset.images))

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from kohya_lite.dataset.buckets import Assignment, BucketSettings
-from kohya_lite.dataset.folders import DatasetSummary, read_caption
-from kohya_lite.dataset.images import image_size, load_rgb
+from kohya_lite.dataset.folders import DatasetSummary, caption_or_tokens
+from kohya_lite.errors import UserError
+from kohya_lite.media import image_size, load_rgb
 
 
 @dataclass
@@ -81,7 +82,7 @@ def build_training_set(summary: DatasetSummary, buckets: BucketSettings, caption
     reg_pool: list[tuple[int, int]] = []  # (item index, repeats)
     for subset in summary.subsets:
         for path in subset.images:
-            caption, _ = read_caption(path, caption_extension, subset.tokens)
+            caption, _ = caption_or_tokens(path, caption_extension, subset.tokens)
             size = image_size(path)
             items.append(Item(path, caption, subset.name, subset.is_reg, size, buckets.assign(size)))
             idx = len(items) - 1
@@ -136,7 +137,12 @@ def load_pixels(item: Item, *, random_crop: bool = False, flip: bool = False, co
     random offset with `random_crop`), colour-augmented and mirrored as asked."""
     import cv2
 
-    img = np.asarray(load_rgb(item.image))  # read-only view; copied below
+    try:
+        img = np.asarray(load_rgb(item.image))  # read-only view; copied below
+    except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError … for damaged files
+        raise UserError(f"image '{item.image.name}' cannot be decoded ({exc.__class__.__name__}: {exc})",
+                        field="train_data_dir", file=str(item.image),
+                        fix="re-save it as PNG or JPEG (or delete it), then train again") from None
     rw, rh = item.assignment.resized
     h, w = img.shape[:2]
     if (w, h) != (rw, rh):

@@ -17,6 +17,7 @@ import torch
 from kohya_lite.dataset.buckets import sdxl_crop_top_left
 from kohya_lite.dataset.captions import CaptionSettings, process_caption
 from kohya_lite.dataset.loader import TrainingSet, load_pixels
+from kohya_lite.errors import Problem, UserError
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Batch:
     captions: list[str]
     weights: torch.Tensor  # [B] per-sample loss weight (prior_loss_weight for regularization images)
     time_ids: torch.Tensor | None  # [B, 6] SDXL: original (h, w), crop (top, left), target (h, w)
+    problem: Problem | None = None  # an image that could not be read (raised by the training process)
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,11 @@ class BatchMaker(torch.utils.data.Dataset):
         if self.cached:
             latents = torch.stack([it.latents_flipped if f else it.latents for it, f in zip(items, flips)])
         else:
-            pixels = torch.stack([load_pixels(it, random_crop=self.augment.random_crop, flip=f,
-                                              color_aug=self.augment.color, rng=rng) for it, f in zip(items, flips)])
+            try:
+                pixels = torch.stack([load_pixels(it, random_crop=self.augment.random_crop, flip=f,
+                                                  color_aug=self.augment.color, rng=rng) for it, f in zip(items, flips)])
+            except UserError as exc:  # a worker process cannot raise it whole: hand it over as data
+                return Batch(list(positions), None, None, [], torch.zeros(0), None, problem=exc.problem)
         captions = [process_caption(it.caption, self.captions, rng=rng, epoch=epoch) for it in items]
         weights = torch.tensor([self.prior_loss_weight if it.is_reg else 1.0 for it in items])
         time_ids = None

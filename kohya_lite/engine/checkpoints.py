@@ -17,6 +17,7 @@ import torch
 
 from kohya_lite.engine import statefile
 from kohya_lite.errors import UserError
+from kohya_lite.fileio import replace
 
 TRAIN_STATE = "train_state.json"  # written last: its presence marks a complete state folder
 STATE_FORMAT = 2  # 1 was kohya-lite 0.1's pickled optimizer.bin / scheduler.bin / random_states.pkl
@@ -71,8 +72,8 @@ def save_state(folder: Path, *, network_state: dict[str, torch.Tensor], optimize
     old = folder.with_name(f".{folder.name}.old")
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
+        replace(folder, old)
+    replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
 

@@ -59,20 +59,33 @@ class EventWriter:
             self._fh = None
 
 
-def read_events(path: str | os.PathLike, since: int = 0) -> list[dict]:
-    """Events from index `since`; a half-written last line (the writer is mid-flush) is left for later."""
-    p = Path(path)
-    if not p.is_file():
-        return []
-    out = []
-    with open(p, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if i < since:
-                continue
-            if not line.endswith("\n"):
-                break
+class EventLog:
+    """An event file read incrementally: each `read()` parses only the bytes appended since the previous one
+    (the page polls a run's file every second for hours). A half-written last line waits for the next read."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+        self._events: list[dict] = []
+
+    def read(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return self._events
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return out
+                self._events.append(json.loads(line))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # a damaged line (a killed writer): skip it, keep the rest
+        return self._events
+
+
+def read_events(path: str | os.PathLike, since: int = 0) -> list[dict]:
+    """Events from index `since` (a one-off read; pollers keep an `EventLog`)."""
+    return EventLog(path).read()[since:]

@@ -17,7 +17,7 @@ from kohya_lite.config import TrainingConfig
 from kohya_lite.engine.checkpoints import capture_rng, restore_rng
 from kohya_lite.fileio import atomic_path
 from kohya_lite.engine.events import EventWriter
-from kohya_lite.engine.prompts import SamplePrompt, make_scheduler, parse_prompts, sample_filename
+from kohya_lite.prompts import SamplePrompt, make_scheduler, parse_prompts, sample_filename
 from kohya_lite.engine.text import encode_sd, encode_sdxl
 from kohya_lite.errors import UserError
 from kohya_lite.textfile import read_text

@@ -16,9 +16,7 @@ disagreement is kept in `LoadedModel.warnings`.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +25,9 @@ from typing import Any
 import torch
 
 from kohya_lite.errors import UserError
-from kohya_lite.models import clip_bpe, families, safetensors_file
+from kohya_lite.models import clip_bpe, families
+from kohya_lite.models.detect import FIELD, HUB_ID, SINGLE_FILE_SUFFIXES, folder_family, read_checkpoint_keys, read_json
 
-FIELD = "pretrained_model_name_or_path"
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 log = logging.getLogger(__name__)
 
 
@@ -133,23 +129,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 # ---- reading single-file checkpoints ---------------------------------------------------------------
 
-def read_checkpoint_keys(path: str | Path) -> list[str]:
-    """Tensor names of a single-file checkpoint without loading the weights (safetensors), or via a
-    weights-only, memory-mapped `torch.load` (.ckpt/.pt)."""
-    p = Path(path)
-    if p.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
-
-        safetensors_file.check_file(p, field=FIELD)  # a truncated download gets a message that says so
-        try:
-            with safe_open(str(p), framework="pt") as f:
-                return list(f.keys())
-        except Exception as exc:  # safetensors raises its own error types
-            raise UserError(f"'{p.name}' is not a readable safetensors file ({exc})", field=FIELD, file=str(p),
-                            fix="the file may be incomplete: download it again") from None
-    return list(load_torch_checkpoint(p).keys())
-
-
 def load_torch_checkpoint(path: str | Path) -> dict:
     """A .ckpt/.pt state dict, read with weights_only=True (never runs pickled code)."""
     p = Path(path)
@@ -226,7 +205,7 @@ def _load(text: str, flags_family: str, v_parameterization: bool, dtype: torch.d
             raise UserError(f"'{p.name}' is not a model checkpoint", field=FIELD, file=str(p),
                             fix="choose a .safetensors or .ckpt file, or a diffusers folder (with model_index.json)")
         return _load_single_file(p, flags_family, v_parameterization, dtype, config_dir)
-    if _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
+    if HUB_ID.match(text) and not text.startswith((".", "/", "~")):
         folder = _resolve_hub_cache(text, hf_cache_dir)
         return _load_folder(folder, flags_family, v_parameterization, dtype, source="hub_cache", name=text,
                             quick=families.quick_pick(text))
@@ -235,23 +214,6 @@ def _load(text: str, flags_family: str, v_parameterization: bool, dtype: torch.d
 
 
 # ---- folders ----------------------------------------------------------------------------------------
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read '{path}': {exc}", field=FIELD, file=str(path),
-                        fix="the model folder is damaged or incomplete: copy or download it again") from None
-
-
-def folder_family(folder: Path) -> str:
-    """Family of a diffusers folder from its model_index.json and UNet config."""
-    index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
-    unet_cfg = _read_json(folder / "unet" / "config.json") if (folder / "unet" / "config.json").is_file() else {}
-    has_te2 = bool(index.get("text_encoder_2") and index["text_encoder_2"][0]) or \
-        index.get("_class_name", "").startswith("StableDiffusionXL") or (folder / "text_encoder_2").is_dir()
-    return families.detect_family_from_configs(unet_cfg, has_te2)
-
 
 def _flag_warnings(detected_family: str, flags_family: str, how: str) -> list[str]:
     if detected_family == flags_family:
@@ -272,7 +234,7 @@ def _load_folder(folder: Path, flags_family: str, v_flag: bool, dtype: torch.dty
     family = folder_family(folder)
     warnings = _flag_warnings(family, flags_family, "from its folder layout")
     sched_path = folder / "scheduler" / "scheduler_config.json"
-    sampling = _read_json(sched_path) if sched_path.is_file() else {}
+    sampling = read_json(sched_path) if sched_path.is_file() else {}
     v_pred = v_flag or (quick.v_prediction if quick else False)
     if sampling.get("prediction_type") == "v_prediction" and not v_pred:
         warnings.append("the model's scheduler says v_prediction but v_parameterization is off: training with "
@@ -384,7 +346,7 @@ def _load_single_file(file: Path, flags_family: str, v_flag: bool, dtype: torch.
             fix="check that the file is a complete SD1.x/SD2.x/SDXL checkpoint (inpainting, refiner and pruned "
                 "UNet-only files are not supported) and that the v2/sdxl flags match it") from None
     sched_path = cfg_dir / "scheduler" / "scheduler_config.json"
-    sampling = _read_json(sched_path) if sched_path.is_file() else {}
+    sampling = read_json(sched_path) if sched_path.is_file() else {}
     v_pred = bool(v_flag)
     if family == "sd2" and not v_flag:
         warnings.append("SD2 single files can be v-prediction (768-v) or epsilon (512 base); "
@@ -436,7 +398,7 @@ def _load_vae(vae_path: str, family: str, v_pred: bool, dtype: torch.dtype, cach
         if p.is_file():
             return AutoencoderKL.from_single_file(str(p), config=str(families.config_dir(family, v_pred)),
                                                   subfolder="vae", local_files_only=True, torch_dtype=dtype)
-        if _HUB_ID.match(vae_path):
+        if HUB_ID.match(vae_path):
             folder = _resolve_hub_cache(vae_path, cache_dir, field="vae")
             sub = {} if (folder / "config.json").is_file() else {"subfolder": "vae"}
             return AutoencoderKL.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype, **sub)

@@ -4,7 +4,9 @@
   exactly as sd-scripts does, write atomically (temp file in the same folder, fsync, os.replace).
 - `load_lora` / `read_lora_file`: accept kohya files (any producer) and diffusers/peft layouts, and
   return canonical kohya tensors: `lora_te1_` on SD1 → `lora_te_`, a missing `text_model_` inserted,
-  SDXL diffusers UNet names → SGM, missing alpha → rank. LyCORIS files are refused clearly.
+  SDXL diffusers UNet names → SGM. A peft file's alpha comes from diffusers' `lora_adapter_metadata` or a
+  PEFT `adapter_config.json` beside it (rsLoRA converted); no alpha anywhere → rank (scale 1, the diffusers
+  convention). LyCORIS files are refused clearly.
 - `lora_file_info`: what a file is (family, rank/alpha, module counts, trigger words).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -228,18 +231,51 @@ def _peft_module(key: str) -> tuple[str, str, str] | None:
     return component, path, suffix
 
 
-def _adapter_alpha(metadata: Mapping[str, str], component: str, path: str) -> float | None:
-    """Alpha from diffusers' `lora_adapter_metadata` (LoraConfig per component), when present."""
+def adapter_configs(metadata: Mapping[str, str], path: Path | None = None) -> dict[str, dict]:
+    """The peft LoraConfig of each component of a diffusers/peft file: from diffusers' `lora_adapter_metadata`
+    (`{"unet.r": …, "unet.lora_alpha": …}`), else from a PEFT `adapter_config.json` beside the file (one
+    config for every component, under the key '*')."""
+    out: dict[str, dict] = {}
     try:
         meta = json.loads(metadata.get("lora_adapter_metadata", "") or "{}")
     except json.JSONDecodeError:
+        meta = {}
+    if isinstance(meta, dict):
+        for key, value in meta.items():
+            component, dot, name = str(key).partition(".")
+            if dot:
+                out.setdefault(component, {})[name] = value
+    if not out and path is not None and (path.parent / "adapter_config.json").is_file():
+        try:
+            cfg = json.loads((path.parent / "adapter_config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            cfg = None
+        if isinstance(cfg, dict):
+            out["*"] = cfg
+    return out
+
+
+def _pattern_value(pattern: Any, path: str) -> float | None:
+    if not isinstance(pattern, dict):
         return None
-    pattern = meta.get(f"{component}.alpha_pattern") or {}
     for key, value in pattern.items():
         if path == key or path.endswith("." + key):
             return float(value)
-    value = meta.get(f"{component}.lora_alpha")
-    return float(value) if value is not None else None
+    return None
+
+
+def _adapter_alpha(configs: Mapping[str, dict], component: str, path: str, rank: int) -> float | None:
+    """The kohya alpha of one module of a peft file: its LoraConfig's alpha (pattern first); with
+    `use_rslora` (scale alpha/√r) the equivalent kohya alpha is alpha·√r. None when the file says nothing."""
+    cfg = configs.get(component) or configs.get("*")
+    if not cfg:
+        return None
+    alpha = _pattern_value(cfg.get("alpha_pattern"), path)
+    if alpha is None and cfg.get("lora_alpha") is not None:
+        alpha = float(cfg["lora_alpha"])
+    if alpha is None:
+        return None
+    return alpha * math.sqrt(rank) if cfg.get("use_rslora") else alpha
 
 
 def _kohya_name_of(component: str, path: str, family: str) -> str:
@@ -323,6 +359,7 @@ def load_lora(path: str | Path, *, family: str | None = None, field_name: str | 
     if entries:
         notes.append(f"converted from the diffusers/peft layout ({len(out_groups)} modules)")
 
+    configs = adapter_configs(metadata, p) if entries else {}
     tensors: dict[str, torch.Tensor] = {}
     for name, group in sorted(out_groups.items()):
         down, up = group.get("lora_down.weight"), group.get("lora_up.weight")
@@ -331,7 +368,7 @@ def load_lora(path: str | Path, *, family: str | None = None, field_name: str | 
                             f"{'lora_up' if down is not None else 'lora_down'} tensor", field=field_name, file=str(p))
         alpha = group.get("alpha")
         if alpha is None and name in origin:
-            a = _adapter_alpha(metadata, *origin[name])
+            a = _adapter_alpha(configs, *origin[name], int(down.shape[0]))
             alpha = torch.tensor(a) if a is not None else None
         if alpha is None:
             alpha = torch.tensor(float(down.shape[0]))

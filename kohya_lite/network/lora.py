@@ -210,6 +210,38 @@ def find_targets(unet: nn.Module | None, text_encoders: Iterable[nn.Module], fam
     return targets
 
 
+class ModuleIndex:
+    """kohya module name → the model's Linear/Conv2d: the trainer's own targets (LoCon included), then any
+    other module the name points to (other trainers adapt e.g. `time_embedding`)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        targets = find_targets(model.unet, model.text_encoders, model.family, conv=True)
+        self.targets = {t.name: t.module for t in targets}
+        cfg = getattr(model.unet, "config", None)
+        self.layers_per_block = int(getattr(cfg, "layers_per_block", 2) or 2) if cfg is not None else 2
+
+    def get(self, name: str) -> torch.nn.Module | None:
+        if name in self.targets:
+            return self.targets[name]
+        try:
+            target = naming.parse_lora_name(name, layers_per_block=self.layers_per_block)
+        except ValueError:
+            return None
+        if target.component == naming.UNET:
+            root = self.model.unet
+        else:
+            index = 1 if target.component == naming.TEXT_ENCODER_2 else 0
+            if index >= len(self.model.text_encoders):
+                return None
+            root = te_root(self.model.text_encoders[index])
+        try:
+            module = root.get_submodule(target.path)
+        except AttributeError:
+            return None
+        return module if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) else None
+
+
 # ---- the network -------------------------------------------------------------------------------
 
 @dataclass

@@ -64,7 +64,7 @@ JS = """
 
 def load_worker() -> Any:
     """The app's one Worker (runs live under the kohya-lite home folder)."""
-    from kohya_lite.ui.files import runs_dir
+    from kohya_lite.paths import runs_dir
     from kohya_lite.worker import Worker
 
     d = runs_dir()

@@ -16,7 +16,8 @@ import gradio as gr
 
 from kohya_lite.config import load_config, save_config
 from kohya_lite.errors import UserError
-from kohya_lite.ui.files import add_recent, open_choices, presets_dir
+from kohya_lite.paths import presets_dir
+from kohya_lite.ui.files import add_recent, open_choices
 from kohya_lite.ui.page import DIRTY_TEXT, Page
 from kohya_lite.ui.safe import safe
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from kohya_lite.engine.prompts import SAMPLERS
+from kohya_lite.prompts import SAMPLERS
 from kohya_lite.generate import (DEFAULT_CFG, DEFAULT_SAMPLER, DEFAULT_STEPS, MODEL_CACHE, GenerateRequest,
                                  GenerateResult, ModelCache, generate, prepare, save_image)
 from kohya_lite.library import DEFAULT_LORA_DIR
@@ -57,7 +57,7 @@ class GenerateTab:
 
 
 def default_output_dir() -> Path:
-    from kohya_lite.ui.files import home
+    from kohya_lite.paths import home
 
     return home() / "generated"
 

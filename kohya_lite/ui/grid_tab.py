@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from kohya_lite.engine.prompts import SAMPLERS
+from kohya_lite.prompts import SAMPLERS
 from kohya_lite.errors import UserError
 from kohya_lite.generate import (DEFAULT_CFG, DEFAULT_SAMPLER, DEFAULT_STEPS, MODEL_CACHE, GenerateRequest,
                                  ModelCache, prepare, save_image)

@@ -15,11 +15,11 @@ import gradio as gr
 from kohya_lite.check import plan_for, run_check, step_plan_text
 from kohya_lite.config import LOCON_LIKE_TYPES, TrainingConfig, config_json
 from kohya_lite.dataset.folders import scan_dataset
+from kohya_lite.models.detect import detect_model
 from kohya_lite.ui import config_file, training_panel
 from kohya_lite.ui.fields import SPEC_BY_NAME, is_blank, label_of, specs_in
 from kohya_lite.ui.page import Page, section_title
 from kohya_lite.ui.safe import md_escape, safe
-from kohya_lite.ui.source_model import detect_model
 from kohya_lite.ui.widgets import PICKER_KIND, field_widget, path_field
 
 STEP_INPUTS = ("train_data_dir", "reg_data_dir", "caption_extension", "train_batch_size", "epoch", "max_train_epochs",
