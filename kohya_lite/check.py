@@ -23,6 +23,7 @@ from kohya_lite.dataset.steps import StepPlan, plan_steps
 from kohya_lite.errors import Problem, UserError
 from kohya_lite.models import safetensors_file
 from kohya_lite.models.memory import MemoryEstimate
+from kohya_lite.output_folder import describe, files_of
 from kohya_lite.textfile import RESAVE_FIX, read_text
 
 
@@ -514,6 +515,12 @@ def _check_output(cfg: TrainingConfig, r: CheckResult) -> None:
     if not _writable(probe):
         r.error(f"output folder '{out}' cannot be written", field="output_dir", file=str(out),
                 fix="choose a folder you own, or fix its permissions")
+    existing = files_of(out, cfg.output_name.strip())
+    if existing and not cfg.resume:
+        n = len(existing)
+        r.warn(f"the output folder already holds {n} file{'s' * (n != 1)} of '{cfg.output_name}' ({describe(existing)}): "
+               "a new run overwrites them, and old epoch files mix with the new ones", field="output_name",
+               file=str(out), fix="choose another output name, or continue that run (--resume last; Resume on the page)")
     if cfg.logging_dir:
         lp = Path(cfg.logging_dir).expanduser()
         while not lp.exists() and lp != lp.parent:
@@ -587,12 +594,8 @@ def _check_dataset(cfg: TrainingConfig, r: CheckResult, *, verify_images: bool) 
 
     if summary.train and summary.num_train_images == 0:
         r.error("the training folders hold no usable images", field=f, file=str(root), fix="add .png/.jpg/.webp images to the N_name folders")
-    if summary.num_train_images:
-        r.plan = plan_steps(
-            num_images=summary.image_count, num_train_samples=summary.num_train_images, batch_size=cfg.train_batch_size,
-            epoch=cfg.epoch, max_train_epochs=cfg.max_train_epochs, max_train_steps=cfg.max_train_steps,
-            grad_accum=cfg.gradient_accumulation_steps, with_reg=bool(summary.reg),
-        )
+    r.plan = plan_for(cfg, summary)
+    if r.plan:
         if cfg.max_train_epochs > 0 and cfg.max_train_steps > 0:
             r.warn(f"max_train_epochs ({cfg.max_train_epochs}) overrides max_train_steps ({cfg.max_train_steps})",
                    field="max_train_steps", fix="clear one of them")
@@ -602,6 +605,27 @@ def _check_dataset(cfg: TrainingConfig, r: CheckResult, *, verify_images: bool) 
         elif cfg.max_train_steps > 0:
             r.warn(f"max_train_steps ({cfg.max_train_steps}) overrides epoch ({cfg.epoch}): {r.plan.epochs} epochs will run",
                    field="max_train_steps", fix="set max_train_steps to 0 to train for the epoch count")
+
+
+def plan_for(cfg: TrainingConfig, summary: DatasetSummary) -> StepPlan | None:
+    """The GUI-style step plan of a scanned dataset (None without training images)."""
+    if not summary.num_train_images:
+        return None
+    return plan_steps(num_images=summary.image_count, num_train_samples=summary.num_train_images,
+                      batch_size=cfg.train_batch_size, epoch=cfg.epoch, max_train_epochs=cfg.max_train_epochs,
+                      max_train_steps=cfg.max_train_steps, grad_accum=cfg.gradient_accumulation_steps,
+                      with_reg=bool(summary.reg))
+
+
+def step_plan_text(dataset: DatasetSummary | None, plan: StepPlan | None) -> str:
+    """The one step-arithmetic line: `check` prints it and the page shows it (under Parameters and after Check),
+    e.g. '6 images × 5 repeats × 3 epochs ÷ batch 2 = 45 steps'."""
+    if plan is None:
+        return ""
+    repeats = {s.repeats for s in dataset.train if s.images} if dataset else set()
+    repeats_text = (f" × {repeats.pop()} repeats" if len(repeats) == 1 else
+                    f" ({dataset.num_train_images:,} with repeats)" if repeats else "")
+    return plan.summary(repeats_text)
 
 
 def _check_reg_overlap(root: Path, reg: Path, r: CheckResult) -> None:
@@ -714,10 +738,7 @@ def format_report(cfg: TrainingConfig, result: CheckResult) -> str:
     if result.plan:
         p = result.plan
         lines.append("Steps")
-        repeats = {s.repeats for s in result.dataset.train if s.images} if result.dataset else set()
-        repeats_text = (f" × {repeats.pop()} repeats" if len(repeats) == 1 else
-                        f" ({result.dataset.num_train_images} with repeats)" if repeats else "")
-        lines.append(f"  {p.summary(repeats_text)}")
+        lines.append(f"  {step_plan_text(result.dataset, p)}")
         lines.append(f"  {p.steps_per_epoch:,} steps per epoch × {p.epochs} epochs = {p.total_steps:,} steps")
     if result.memory:
         lines.append("Memory")

@@ -188,6 +188,12 @@ skip_without_browser = pytest.mark.skipif(browser_available() is not None and no
                                           reason=str(browser_available()))
 
 
+def in_view(page, elem_id: str) -> bool:
+    """Is the element inside the window (not scrolled away)?"""
+    return page.evaluate("id => { const r = document.getElementById(id).getBoundingClientRect();"
+                         " return r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight; }", elem_id)
+
+
 def md_text(page, elem_id: str) -> str:
     """The text of a gr.Markdown, without gradio's status tracker."""
     loc = page.locator(f"#{elem_id} [data-testid=markdown]")

@@ -1,22 +1,23 @@
 """The page in a real Chromium: presets, Check beside the field, save → reload → load, dataset
-preparation filling the Folders fields, the server path picker, screenshots of each tab.
+preparation filling the Folders fields, the server path picker, screenshots of each tab; the usual mistakes
+(a folder without the repeats prefix, an emptied number box) shown whole beside their fields; the run bar in
+view at the top of a long page.
 
-One GUI server per module (`kohya-lite gui` in a subprocess, own home and working folder).
+One GUI server per module (`kohya-lite gui` in a subprocess, own home and working folder). Timings (first
+paint) are measured by benchmarks/bench_page.py, not asserted here.
 """
 
 import json
-import shutil
 import time
 
 import pytest
 from PIL import Image
 
-from browser_helpers import (ARTIFACTS, ROOT, GuiServer, checkbox_value, choose, control, field_value, fill, md_text,
+from browser_helpers import (GuiServer, checkbox_value, choose, control, field_value, fill, in_view, md_text,
                              open_accordion, screenshot, skip_without_browser, wait_text)
 from browser_helpers import browser, page  # noqa: F401  (shared fixtures)
 
 pytestmark = [pytest.mark.browser, skip_without_browser]
-FIRST_PAINT_LIMIT_S = 6.0  # generous: measured 1.3 s idle, 3.0 s with other test suites loading the 2-core CPU
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,10 @@ def workdir(tmp_path_factory):
     for i in range(3):
         Image.new("RGB", (64, 64), (40 * i, 90, 160)).save(img / f"{i}.png")
         (img / f"{i}.txt").write_text("zkz object\n")
+    cats = wd / "no-prefix" / "img" / "cats"  # the usual mistake: no '<repeats>_' prefix
+    cats.mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (64, 64), (200, 120, 40 * i)).save(cats / f"c{i}.png")
     photos = wd / "photos"
     photos.mkdir()
     for i in range(7):
@@ -43,23 +48,26 @@ def server(workdir):
 
 
 
-def test_first_paint_and_tab_screenshots(browser, server):
+def test_page_order_run_bar_in_view_and_tab_screenshots(browser, server):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = ctx.new_page()
-    t0 = time.monotonic()
     pg.goto(server.url)
     pg.get_by_role("button", name="Train model").wait_for(timeout=15_000)
-    paint = time.monotonic() - t0
-    (ARTIFACTS).mkdir(exist_ok=True)
-    (ARTIFACTS / "first-paint.txt").write_text(f"server ready after {server.ready_after:.2f}s; "
-                                               f"first paint {paint:.2f}s\n")
-    assert paint < FIRST_PAINT_LIMIT_S, f"first paint took {paint:.2f}s"
     assert pg.title() == "kohya-lite"
-    # every section of the training page, in kohya_ss order
+    # every section of the training page, in kohya_ss order, then the run bar and the panel (document order)
     order = ["sec-config", "sec-model", "sec-folders", "sec-metadata", "sec-accelerate", "sec-basic",
-             "sec-advanced", "sec-samples", "btn-train", "run-progress"]
-    tops = [pg.locator(f"#{e}").bounding_box()["y"] for e in order]
-    assert tops == sorted(tops)
+             "sec-advanced", "sec-samples", "run-bar", "problems-all", "run-panel"]
+    assert pg.evaluate("ids => ids.map(i => document.getElementById(i)).every((el, k, all) => k === 0 || "
+                       "(all[k - 1].compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING))", order)
+    # the buttons and the run's state are in view at the top of the long page (a sticky bar), and stay there
+    assert pg.evaluate("() => document.documentElement.scrollHeight") > 3000
+    for where in (0, 1500):
+        pg.evaluate(f"window.scrollTo(0, {where})")
+        for el in ("btn-train", "btn-check", "run-progress"):
+            assert in_view(pg, el), f"#{el} is out of view at scroll {where}"
+    pg.evaluate("window.scrollTo(0, 0)")
+    ids = pg.evaluate("() => [...document.querySelectorAll('[id]')].map(e => e.id).filter(Boolean)")
+    assert len(ids) == len(set(ids)), "element ids are unique"
     # kohya_ss's show/hide rules: SDXL options appear with the SDXL box, conv rank with a LoCon type
     assert not pg.locator("#sec-sdxl").is_visible()
     pg.locator("#f-sdxl input").check()
@@ -73,9 +81,7 @@ def test_first_paint_and_tab_screenshots(browser, server):
     pg.locator("#f-conv_dim").wait_for(state="visible")
     choose(pg, "f-LoRA_type", "Standard")
     pg.locator("#f-conv_dim").wait_for(state="hidden")
-    lora = screenshot(pg, "tab-lora")
-    if not (ROOT / "docs" / "screenshot.png").exists():  # test_ui_training replaces it with a finished run
-        shutil.copyfile(lora, ROOT / "docs" / "screenshot.png")
+    screenshot(pg, "tab-lora")
 
     pg.get_by_role("tab", name="Utilities", exact=True).click()
     pg.get_by_role("tab", name="Captioning", exact=True).click()
@@ -97,7 +103,10 @@ def test_preset_then_check_shows_the_error_beside_the_field(page, server, workdi
     assert "unsaved" in page.locator("#cfg-dirty").inner_text()
 
     fill(page, "f-train_data_dir", str(workdir / "project" / "img"))
-    wait_text(page, "step-summary", "3 images × 5 repeats × 3 epochs ÷ batch 2 = 24 steps")
+    plan = "3 images × 5 repeats × 3 epochs ÷ batch 2 = 24 steps"
+    wait_text(page, "step-summary", plan)
+    page.get_by_role("button", name="Check").click()  # the same step-plan text after Check
+    assert plan in wait_text(page, "problems-all", "Not ready")
 
     missing = workdir / "no_such_folder"
     fill(page, "f-train_data_dir", str(missing))
@@ -105,6 +114,7 @@ def test_preset_then_check_shows_the_error_beside_the_field(page, server, workdi
     page.get_by_role("button", name="Check").click()
     text = wait_text(page, "problems-folders", "does not exist")
     assert "Image folder" in text and str(missing) in text and "Fix" in text
+    assert "(train_data_dir)" not in text, "the field's label, not its key"
     assert "Not ready" in page.locator("#problems-all").inner_text()
     assert page.locator("#problems-model").inner_text().strip(), "the model problem shows under Source model"
     screenshot(page, "check-problems")
@@ -118,6 +128,43 @@ def test_preset_then_check_shows_the_error_beside_the_field(page, server, workdi
     wait_text(page, "problems-all", "Not ready")
     time.sleep(1.5)  # a poll or two
     assert md_text(page, "run-stats") == "No training run yet."
+
+
+def test_a_folder_without_the_repeats_prefix_shows_the_whole_message(page, workdir):
+    fill(page, "f-train_data_dir", str(workdir / "no-prefix" / "img"))
+    summary = wait_text(page, "step-summary", "No images")
+    assert "No images in '<repeats>_<trigger> <class>' subfolders of the image folder yet." in summary
+    page.get_by_role("button", name="Check").click()
+    text = wait_text(page, "problems-folders", "prefix")
+    assert "folder 'cats' has no '<repeats>_' prefix and is skipped" in text
+    assert "Fix: rename it to e.g. '10_cats' (10 repeats)" in text
+    screenshot(page, "check-no-prefix-folder")
+
+
+def test_an_emptied_number_box_blocks_train_beside_the_field(page, server, workdir):
+    choose(page, "cfg-open", "preset: CPU demo (tiny model)")
+    wait_text(page, "cfg-status", "Applied preset")
+    box = control(page, "f-learning_rate")
+    box.fill("")
+    box.press("Tab")
+    # beside the field at once: the emptied box says "enter a number", in red
+    assert box.evaluate("el => el.matches(':placeholder-shown') && el.placeholder") == "enter a number"
+    red = "rgb(198, 40, 40)"
+    assert box.evaluate("el => getComputedStyle(el).borderTopColor") == red
+    assert control(page, "f-unet_lr").evaluate("el => getComputedStyle(el).borderTopColor") != red, "only empty ones"
+    page.get_by_role("button", name="Train model").click()
+    text = wait_text(page, "problems-basic", "Learning rate: the box is empty")
+    assert "Fix: enter a number, e.g. 0.0001 (the default)" in text
+    assert "empty number box" in md_text(page, "run-status"), "the run bar says why nothing started"
+    screenshot(page, "blank-learning-rate", from_id="sec-basic", to_id="problems-basic")
+    time.sleep(1.5)  # a poll or two: nothing started
+    assert md_text(page, "run-stats") == "No training run yet."
+    runs = server.home / "runs"
+    assert not runs.exists() or not [p for p in runs.iterdir() if p.is_dir()]
+    fill(page, "f-train_data_dir", str(workdir / "project" / "img"))
+    wait_text(page, "step-summary", "3 images × 5 repeats")
+    fill(page, "f-epoch", "")
+    wait_text(page, "step-summary", "Epoch is empty: enter a number to see the steps.")
 
 
 def test_save_reload_load_restores_fields(page, workdir):

@@ -36,7 +36,7 @@ def test_tabs_build_and_run(setup, tiny_sd1_dir, tmp_path):
             grid = grid_tab.build(output_dir=str(setup / "run"), model_path=str(tiny_sd1_dir), cache=cache)
     assert isinstance(demo, gr.Blocks)
     assert isinstance(gen.prompt, gr.Textbox) and isinstance(gen.image, gr.Image) and isinstance(lib.table, gr.Dataframe)
-    assert isinstance(grid.layout, gr.JSON) and len(gen.inputs) == 11 and len(grid.inputs) == 14
+    assert isinstance(grid.layout, gr.Markdown) and len(gen.inputs) == 11 and len(grid.inputs) == 14
 
     # library: list, then select row 0 → the insert text; the prompt link appends it
     out = lib.on_refresh(str(setup / "Lora"))
@@ -56,8 +56,11 @@ def test_tabs_build_and_run(setup, tiny_sd1_dir, tmp_path):
     with Image.open(res[gen.image]) as img:
         assert img.size == (64, 64) and "Seed: 4" in img.text["parameters"]
     assert "Seed: 4" in res[gen.info]
+    # the browser gets a copy in the app's own served folder, never a path into the output folder
+    assert res[gen.image] != str(next(tmp_path.glob("*.png"))) and "kohya-lite-served-" in res[gen.image]
     err = gen.on_generate(*values[:3], "a cat <lora:zkx:1>", *values[4:])
     assert list(err) == [gen.message] and "close matches: zkz" in err[gen.message]
+    assert err[gen.message].startswith("- ❌ **Prompt**: "), "the tab's label, not the key"
     assert "Traceback" not in err[gen.message]
     assert "no base model" in gen.on_generate("", *values[1:])[gen.message]
 
@@ -67,6 +70,7 @@ def test_tabs_build_and_run(setup, tiny_sd1_dir, tmp_path):
     result, path = grid_tab.run(str(setup / "run"), "zkz", str(tiny_sd1_dir), False, str(setup / "Lora"), "a cat", "",
                                 "0,1", "euler_a", 1, 7, 2, 64, 64, cache=cache, save_to=tmp_path / "grids")
     assert path.is_file() and len(result.layout.cells) == 4 and result.layout.row_labels == ["epoch 1", "final"]
+    assert "Rows (checkpoints): epoch 1, final" in grid_tab.layout_text(result)
     bad = grid.on_render(str(setup / "run"), "zkz", str(tiny_sd1_dir), False, "", "a cat", "", "0,x", "euler_a",
                          1, 7, 2, 64, 64)
     assert "not numbers" in bad[grid.message]

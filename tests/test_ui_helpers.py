@@ -36,17 +36,88 @@ def test_run_view_folds_events():
     assert "loss 0.0333" in line
     assert v.checkpoints == ["/out/zkz-000001.safetensors"] and v.samples[0][0].endswith(".png")
     assert "warning: cache_latents off" in v.log_text() and "hello" in v.log_text()
-    rows = v.plot_rows()
-    assert len([r for r in rows if r[2] == "loss"]) == 15 and len(rows) == 30
-    v2 = RunView()
-    v2.apply({"type": "step", "step": 1, "loss": 0.7})
-    assert v2.plot_rows() == [(1, 0.7, "loss"), (1, 0.7, "average")], "both series from the first point"
+    assert len(v.plot_points()) == 15 and v.plot_points()[0] == (1, 0.5, 0.4)
 
     v.apply({"type": "stopped", "time": 30, "path": "/out/zkz-step00000015.safetensors", "step": 15})
     assert v.checkpoints[-1].endswith("step00000015.safetensors") and "stopped at step 15" in v.log_text()
     v.apply({"type": "done", "time": 31, "path": "/out/zkz.safetensors"})
     v.state = "done"
     assert v.percent == 100 and v.checkpoints[-1] == "/out/zkz.safetensors"
+
+
+def test_run_notes_say_what_was_saved_and_offer_resume(tmp_path):
+    state = tmp_path / "zkz-step00000015-state"
+    state.mkdir()
+    v = RunView(run_id="r1", state="running")
+    for ev in EVENTS:
+        v.apply(ev)
+    assert "Stop* saves a checkpoint" in v.note()
+    v.state = "stopping"
+    assert "Stop now (kill)* ends at once and saves nothing" in v.note()
+    v.apply({"type": "stopped", "time": 30, "path": str(tmp_path / "zkz-step00000015.safetensors"), "step": 15,
+             "state": str(state)})
+    v.state = "stopped"
+    note = v.note()
+    assert "Stopped at step 15" in note and "zkz-step00000015.safetensors" in note
+    assert "zkz-step00000015-state/" in note and "**Resume** continues" in note and v.can_resume
+    state.rmdir()
+    assert not v.can_resume and "Resume" not in v.note(), "no Resume without the state folder"
+
+    killed = RunView(run_id="r2", state="running")
+    for ev in EVENTS:
+        killed.apply(ev)
+    killed.state = "stopped"  # the worker's state after Stop now (kill): no `stopped` event came
+    assert "killed): nothing was saved at the stop" in killed.note() and "zkz-000001.safetensors" in killed.note()
+    assert not killed.can_resume
+    resumed = RunView(run_id="r3", state="running")
+    resumed.apply({"type": "start", "total_steps": 30, "epochs": 3, "resumed_at": 15})
+    assert resumed.step == 15 and "resumed at step 15" in resumed.note()
+
+
+def test_loss_chart_svg():
+    from kohya_lite.ui.chart import loss_svg, step_ticks
+
+    assert 'data-points="0"' in loss_svg([])
+    one = loss_svg([(1, 0.7, None)])
+    assert one.count("<circle") == 2 and "<polyline" not in one, "one step still draws (a dot per series)"
+    assert ">loss</text>" in one and ">average</text>" in one, "legend"
+    many = loss_svg([(i, 1 / i, 0.5) for i in range(1, 6)])
+    assert many.count("<polyline") == 2
+    import re
+
+    ticks = re.findall(r'class="kl-xtick"[^>]*>([^<]*)<', many)
+    assert ticks and all(t.isdigit() for t in ticks), ticks
+    assert step_ticks(0, 3) == [0, 1, 2, 3] and all(t == int(t) for t in step_ticks(1, 10_000))
+
+
+def test_markdown_escaping_keeps_the_whole_message():
+    from kohya_lite.errors import Problem
+    from kohya_lite.ui.safe import md_escape, problem_line
+
+    p = Problem("folder 'cats' has no '<repeats>_' prefix and is skipped", field="train_data_dir",
+                file="/x/img/cats", fix="rename it to e.g. '10_cats' (10 repeats)")
+    line = problem_line(p)
+    assert r"'\<repeats\>\_'" in line and "*Fix:* rename it to e.g. '10\\_cats' (10 repeats)" in line
+    assert line.startswith("- ❌ **Image folder (containing training images subfolders)**: ")
+    assert "(`train_data_dir`)" not in line, "the label, not the internal key"
+    assert problem_line(Problem("bad", field="lora_dir"), {"lora_dir": "LoRA folder"}).startswith("- ❌ **LoRA folder**")
+    assert problem_line(Problem("bad", field="gen_thing")).startswith("- ❌ **Gen thing**")
+    assert md_escape("C:\\a_b *c*") == "C:\\\\a\\_b \\*c\\*"
+
+
+def test_blank_number_boxes_are_problems_not_defaults():
+    from kohya_lite.config import TrainingConfig
+    from kohya_lite.ui.fields import FIELD_ORDER, blank_numbers, from_values, to_values
+
+    values = to_values(TrainingConfig())
+    values[FIELD_ORDER.index("learning_rate")] = None
+    values[FIELD_ORDER.index("epoch")] = ""
+    problems = blank_numbers(values)
+    assert [p.field for p in problems] == ["epoch", "learning_rate"]
+    assert problems[1].message == "the box is empty (or not a number)" and "0.0001" in problems[1].fix
+    with pytest.raises(UserError, match="Epoch: the box is empty .*and 1 more"):
+        from_values(values)
+    assert from_values(values, strict=False).learning_rate == TrainingConfig().learning_rate, "the base of a Load"
 
 
 def test_error_event_is_plain_words():
@@ -161,11 +232,28 @@ def test_step_summary_line(tmp_path):
     assert "× 2 (reg)" in step_summary(str(img), str(reg), ".txt", 1, 10, 0, 0, 1)
     assert "4,080 steps" in step_summary(str(img), str(reg), ".txt", 1, 10, 0, 0, 1)
     over = step_summary(str(img), "", ".txt", 1, 10, 0, 500, 1)
-    assert "500 steps (max_train_steps)" in over and "overrides Epoch" in over
+    assert "500 steps (max\\_train\\_steps)" in over and "overrides Epoch" in over
     assert "overrides Epoch" in step_summary(str(img), "", ".txt", 1, 10, 3, 0, 1)
     assert "does not exist" in step_summary(str(tmp_path / "nope"), "", ".txt", 1, 1, 0, 0, 1)
     assert "Set the image folder" in step_summary("", "", ".txt", 1, 1, 0, 0, 1)
-    assert "batch 1" in step_summary(str(img), "", ".txt", None, "", 0, 0, 1), "emptied boxes fall back"
+    assert step_summary(str(img), "", ".txt", 1, "", 0, 0, 1) == "_Epoch is empty: enter a number to see the steps._"
+    assert "Train batch size is empty" in step_summary(str(img), "", ".txt", None, 1, 0, 0, 1)
+
+
+def test_the_page_and_check_show_one_step_plan_text(tmp_path):
+    """The line under Parameters, the line after Check and `kohya-lite check`'s Steps line are one text."""
+    from kohya_lite.check import format_report, run_check, step_plan_text
+    from kohya_lite.config import TrainingConfig
+    from kohya_lite.ui.lora_tab import step_summary
+
+    img = _dataset(tmp_path / "img", {"3_zkz object": 6})
+    cfg = TrainingConfig().replace(train_data_dir=str(img), output_dir=str(tmp_path / "out"), epoch=3,
+                                   train_batch_size=2)
+    result = run_check(cfg)
+    text = step_plan_text(result.dataset, result.plan)
+    assert text == "6 images × 3 repeats × 3 epochs ÷ batch 2 = 27 steps"
+    assert f"  {text}\n" in format_report(cfg, result)
+    assert step_summary(str(img), "", ".txt", 2, 3, 0, 0, 1) == f"**{text}**"
 
 
 # ---- files: picker, recent, presets -----------------------------------------------------------

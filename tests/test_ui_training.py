@@ -1,19 +1,22 @@
 """Training from the page, end to end: `kohya-lite gui --demo` in a subprocess, the real Worker and engine
-on the demo's tiny SD1 model. Train model → progress reaches 100 % and the checkpoint is listed; a page
-reload reattaches to the running job; Stop on a longer run lists the saved step checkpoint; an engine
-failure shows a plain message.
+on the demo's tiny SD1 model. The demo says it is ready and the Generate / library / grid tabs already point
+at it; Train model → progress reaches 100 % and the checkpoint is listed; a page reload reattaches to the
+running job; only files the app wrote are served; Generate shows its image, the library lists the LoRA and
+the grid renders, without editing a path; a second run with the same name asks first; Stop says what was
+saved and Resume continues; an engine failure shows a plain message.
 """
 
-import shutil
+import time
+import urllib.parse
 
 import pytest
 
-from browser_helpers import (ROOT, GuiServer, choose, fill, md_text, open_accordion, screenshot, skip_without_browser,
-                             wait_text)
+from browser_helpers import (GuiServer, choose, field_value, fill, in_view, md_text, open_accordion, screenshot,
+                             skip_without_browser, wait_text)
 from browser_helpers import browser, page  # noqa: F401  (shared fixtures)
 
 pytestmark = [pytest.mark.browser, skip_without_browser]
-RUN_TIMEOUT_MS = 150_000
+RUN_TIMEOUT_MS = 300_000  # a generous ceiling for a busy 2-core machine, not a timing assertion
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +58,38 @@ def wait_final(pg, timeout: float = RUN_TIMEOUT_MS) -> str:
     return progress(pg)[1]
 
 
+def wait_step_at_least(pg, n: int) -> None:
+    pg.wait_for_function(
+        "n => { const m = /step ([\\d,]+)\\//.exec(document.querySelector('#run-stats').innerText);"
+        " return m && parseInt(m[1].replace(/,/g, '')) >= n; }", arg=n, timeout=RUN_TIMEOUT_MS)
+
+
 def wait_idle_worker(pg) -> None:
     """Between tests: the previous run has ended (done/stopped/error) or none ran."""
     wait_state(pg, ("idle", "done", "stopped", "error"))
+
+
+def test_the_demo_is_ready_and_the_other_tabs_point_at_it(page, server):
+    demo = server.workdir / "demo"
+    assert "The demo is ready: click Train model" in md_text(page, "run-status")
+    assert in_view(page, "btn-train"), "Train model is in view without scrolling"
+    page.get_by_role("tab", name="Generate", exact=True).click()
+    assert field_value(page, "f-gen_model") == str(demo / "tiny-sd1")
+    assert field_value(page, "f-gen_lora_dir") == str(demo / "model")
+    assert (field_value(page, "gen-width"), field_value(page, "gen-height")) == ("64", "64")
+    page.get_by_role("tab", name="LoRA library", exact=True).click()
+    assert field_value(page, "f-lib_lora_dir") == str(demo / "model")
+    page.get_by_role("tab", name="Epoch grid", exact=True).click()
+    assert field_value(page, "f-grid_output_dir") == str(demo / "model")
+    assert field_value(page, "grid-name") == "zkz_demo" and field_value(page, "f-grid_model") == str(demo / "tiny-sd1")
+    # they follow the training page: another output folder and resolution there, and the tabs go along
+    page.get_by_role("tab", name="LoRA", exact=True).click()
+    fill(page, "f-output_dir", str(server.workdir / "elsewhere"))
+    fill(page, "f-max_resolution", "128,96")
+    page.get_by_role("tab", name="Generate", exact=True).click()
+    page.wait_for_function("v => document.querySelector('#f-gen_lora_dir input').value === v",
+                           arg=str(server.workdir / "elsewhere"))
+    assert (field_value(page, "gen-width"), field_value(page, "gen-height")) == ("128", "96")
 
 
 def test_demo_trains_to_100_percent_and_lists_the_checkpoint(page, server):
@@ -71,6 +103,8 @@ def test_demo_trains_to_100_percent_and_lists_the_checkpoint(page, server):
     wait_text(page, "step-summary", "6 images × 5 repeats × 1 epochs ÷ batch 6 = 5 steps")
 
     start_run(page)
+    assert "6 images × 5 repeats × 1 epochs ÷ batch 6 = 5 steps" in md_text(page, "problems-all"), \
+        "the step plan after Train model is the one under Parameters"
     wait_state(page, ("running", "done"))
     assert page.get_by_role("button", name="Train model").is_disabled() or progress(page)[1] == "done"
 
@@ -85,39 +119,144 @@ def test_demo_trains_to_100_percent_and_lists_the_checkpoint(page, server):
     assert pct == 100
     stats = md_text(page, "run-stats")
     assert "step 5/5" in stats and "epoch 1/1" in stats and "loss" in stats
+    assert "Finished: zkz_demo.safetensors" in wait_text(page, "run-status", "Finished")
     final = demo / "model" / "zkz_demo.safetensors"
     assert final.is_file()
     # checkpoints are download links, samples appear in the gallery
-    page.locator('#run-checkpoints a[href$="/zkz_demo.safetensors"]').wait_for()
+    link = page.locator('#run-checkpoints a[href$="/zkz_demo.safetensors"]')
+    link.wait_for()
     page.locator("#run-samples").scroll_into_view_if_needed()
     page.wait_for_function("() => [...document.querySelectorAll('#run-samples img')].some(i => i.naturalWidth > 0)")
     assert page.locator("#run-samples img").count() == 2  # before training, then after the epoch
     assert "done" in page.locator("#run-log textarea").input_value()
     assert md_text(page, "run-error") == ""
+    # the loss chart: both series in a legend, whole-number step ticks
+    chart = page.locator("#run-loss svg.kl-chart")
+    assert chart.get_attribute("data-points") == "5"
+    assert page.locator("#run-loss .kl-legend").all_text_contents() == ["loss", "average"]
+    ticks = page.locator("#run-loss .kl-xtick").all_text_contents()
+    assert ticks and all(t.isdigit() for t in ticks), ticks
+    # the log box shows its newest line
+    page.wait_for_function("() => { const t = document.querySelector('#run-log textarea');"
+                           " return t.scrollHeight > t.clientHeight && t.scrollTop + t.clientHeight >= t.scrollHeight - 8; }")
+    assert page.locator("#run-checkpoints .label-clear-button:visible").count() == 0
     assert "slow poll" not in server.log(), "a status poll took more than 1 s"
+
+    # only what the app wrote is served: the checkpoint's link works, other files of the output folder do not
+    assert page.request.get(link.get_attribute("href")).status == 200
+    private = demo / "model" / "private-notes.txt"
+    private.write_text("not for the browser\n")
+    for path in (private, final):
+        assert page.request.get(server.url + "gradio_api/file=" + urllib.parse.quote(str(path))).status == 403, path
     screenshot(page, "training-done")
-    shot = screenshot(page, "training-done-panel", from_id="sec-samples", to_id="run-log")
-    shutil.copyfile(shot, ROOT / "docs" / "screenshot.png")
+    screenshot(page, "training-done-panel", from_id="sec-samples", to_id="run-log")
 
 
-def test_stop_lists_the_step_checkpoint(page, server):
+def test_generate_library_and_grid_work_on_the_demo_without_editing_a_path(page, server):
     wait_idle_worker(page)
+    assert (server.workdir / "demo" / "model" / "zkz_demo.safetensors").is_file(), "needs the run above"
+    page.get_by_role("tab", name="Generate", exact=True).click()
+    control = page.locator("#gen-prompt textarea")
+    control.fill("zkz object <lora:zkz_demo:1>")
+    fill(page, "gen-steps", "4")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('#gen-image img')].some(i => i.naturalWidth === 64)",
+                           timeout=RUN_TIMEOUT_MS)
+    assert md_text(page, "gen-message") == "" and "zkz_demo" in page.locator("#gen-used").inner_text()
+    assert page.locator(".error, [data-testid=error]").count() == 0 or \
+        not page.locator(".error, [data-testid=error]").first.is_visible()
+    screenshot(page, "generate-demo")
+
+    page.get_by_role("tab", name="LoRA library", exact=True).click()
+    page.get_by_role("button", name="Refresh").click()
+    wait_text(page, "lib-table", "zkz_demo")
+    assert "1 LoRA" in wait_text(page, "lib-message", "LoRA")
+
+    page.get_by_role("tab", name="Epoch grid", exact=True).click()
+    page.get_by_role("button", name="Find checkpoints").click()
+    wait_text(page, "grid-checkpoints", "zkz_demo")
+    page.locator("#grid-prompt textarea").fill("zkz object")
+    fill(page, "grid-weights", "0,1")
+    fill(page, "grid-steps", "2")
+    page.get_by_role("button", name="Render grid").click()
+    page.wait_for_function("() => [...document.querySelectorAll('#grid-image img')].some(i => i.naturalWidth > 0)",
+                           timeout=RUN_TIMEOUT_MS)
+    layout = wait_text(page, "grid-layout", "Rows (checkpoints)")
+    assert "final" in layout and "Columns (LoRA weight): 0, 1" in layout and "{" not in layout
+    screenshot(page, "grid-demo")
+
+
+def test_a_second_run_asks_first_then_stop_says_what_was_saved_and_resume_continues(page, server):
+    wait_idle_worker(page)
+    model = server.workdir / "demo" / "model"
+    first = (model / "zkz_demo.safetensors").read_bytes()
     fill(page, "f-epoch", "200")
-    fill(page, "f-output_name", "zkz_stop")
     open_accordion(page, "sec-samples")
     fill(page, "f-sample_every_n_epochs", "0")
-    start_run(page)
-    page.wait_for_function(
-        "() => /step ([3-9]|\\d\\d+)[,\\d]*\\//.test(document.querySelector('#run-stats').innerText)",
-        timeout=RUN_TIMEOUT_MS)
+    before = run_id(page)
+    page.get_by_role("button", name="Train model").click()
+    text = wait_text(page, "overwrite-text", "already holds")
+    assert "of 'zkz_demo'" in text and "zkz_demo.safetensors" in text
+    time.sleep(1.5)  # a poll or two: nothing started
+    assert run_id(page) == before
+    screenshot(page, "second-run-asks")
+    page.get_by_role("button", name="Train as 'zkz_demo_2'").click()
+    wait_text(page, "problems-all", "Training started")
+    page.wait_for_function("old => document.querySelector('#run-progress .kl-progress')?.dataset.run !== old",
+                           arg=before, timeout=10_000)
+    assert field_value(page, "f-output_name") == "zkz_demo_2"
+    assert not page.locator("#overwrite-confirm").is_visible()
+    wait_step_at_least(page, 3)
     page.get_by_role("button", name="Stop").click()
     assert wait_final(page) == "stopped", md_text(page, "run-error")
-    page.locator('#run-checkpoints a[href*="/zkz_stop-step"]').wait_for()
-    steps = sorted((server.workdir / "demo" / "model").glob("zkz_stop-step*.safetensors"))
-    assert steps, "the graceful stop saved a step checkpoint"
-    assert "stopped at step" in page.locator("#run-log textarea").input_value()
-    assert not page.get_by_role("button", name="Train model").is_disabled()
+    note = wait_text(page, "run-status", "Stopped at step")
+    stopped_at = int(note.split("Stopped at step ")[1].split(":")[0].replace(",", ""))
+    step_file, state = f"zkz_demo_2-step{stopped_at:08d}.safetensors", f"zkz_demo_2-step{stopped_at:08d}-state"
+    assert f"saved {step_file} and the training state {state}/" in note and "Resume continues" in note
+    assert (model / step_file).is_file() and (model / state / "train_state.json").is_file()
+    page.locator(f'#run-checkpoints a[href$="/{step_file}"]').wait_for()
     screenshot(page, "training-stopped")
+
+    stopped_run = run_id(page)
+    page.get_by_role("button", name="Resume").click()
+    assert f"Resuming run {stopped_run} at step {stopped_at}" in wait_text(page, "problems-all", "Resuming")
+    page.wait_for_function("old => document.querySelector('#run-progress .kl-progress')?.dataset.run !== old",
+                           arg=stopped_run, timeout=10_000)
+    wait_step_at_least(page, stopped_at + 2)
+    assert f"at step {stopped_at}" in page.locator("#run-log textarea").input_value(), "resumed from the state"
+    page.get_by_role("button", name="Stop").click()
+    assert wait_final(page) == "stopped"
+    assert (model / "zkz_demo.safetensors").read_bytes() == first, "the first run's LoRA was kept"
+    assert not list(model.glob(".kohya-lite.lock")), "the output folder is unlocked after the run"
+
+
+def test_an_output_folder_another_training_holds_is_refused(page, server):
+    """A `kohya-lite train` from a terminal holds the demo's output folder: the page says so and starts nothing."""
+    import json
+    import subprocess
+    import sys
+
+    import psutil
+
+    wait_idle_worker(page)
+    model = server.workdir / "demo" / "model"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (model / ".kohya-lite.lock").write_text(json.dumps({
+            "pid": other.pid, "host": __import__("socket").gethostname(), "started": time.time(),
+            "process_started": psutil.Process(other.pid).create_time(), "command": "kohya-lite train"}))
+        before = run_id(page)
+        fill(page, "f-output_name", "zkz_locked")
+        page.get_by_role("button", name="Train model").click()
+        text = wait_text(page, "problems-folders", "in use by another training")
+        assert f"process {other.pid}" in text and "Fix: wait for that training to finish" in text
+        assert "did not start" in md_text(page, "run-status")
+        time.sleep(1.5)
+        assert run_id(page) == before
+    finally:
+        other.kill()
+        other.wait()
+        (model / ".kohya-lite.lock").unlink(missing_ok=True)
 
 
 def test_engine_failure_is_shown_in_plain_words(page, server):

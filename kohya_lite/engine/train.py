@@ -30,6 +30,7 @@ from kohya_lite.engine.optim import current_lrs, describe_optimizer
 from kohya_lite.engine.reporting import StepReporter
 from kohya_lite.engine.step import BatchLoss, OptimizerStep
 from kohya_lite.errors import UserError
+from kohya_lite.output_folder import run_lock
 
 MAX_BAD_STEPS_IN_A_ROW = 5  # non-finite loss or gradients this many optimizer steps running: the run has diverged
 NAN_FIX = ("lower the learning rate; with fp16 use bf16 or fp32 (an fp16 VAE or base often overflows, for SDXL keep "
@@ -57,10 +58,17 @@ class TrainResult:
 
 def train(cfg: TrainingConfig, *, events: EventWriter | None = None, stop: StopFlag | None = None,
           resume: str | None = None, progress_bar: bool = True) -> TrainResult:
-    """Train `cfg` to completion or until `stop` is set; raises UserError for anything the user can fix."""
-    events, stop = events or EventWriter(), stop or StopFlag()
+    """Train `cfg` to completion or until `stop` is set; raises UserError for anything the user can fix.
+    The output folder is locked for the whole run: a second run on it is refused (`output_folder`)."""
+    with run_lock(cfg.output_dir):
+        return _train(cfg, events=events or EventWriter(), stop=stop or StopFlag(), resume=resume,
+                      progress_bar=progress_bar)
+
+
+def _train(cfg: TrainingConfig, *, events: EventWriter, stop: StopFlag, resume: str | None,
+           progress_bar: bool) -> TrainResult:
     started_at = time.time()
-    check = setup.preflight(cfg, events)
+    check = setup.preflight(cfg.replace(resume=resume) if resume else cfg, events)  # a resumed run's files are expected
     resumed = setup.find_resume_state(cfg, resume)
     ctx = RunContext.create(cfg, seed=resumed.state.seed if resumed else None,
                             warn=lambda message, field: events.emit("warning", message=message, field=field))

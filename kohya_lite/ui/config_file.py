@@ -67,7 +67,7 @@ def build(page: Page, initial_path: str = "", initial_status: str = "") -> Calla
     @safe(message=message)
     def do_load(path_text: str, extra: dict | None, *values: Any):
         p = _config_path(path_text)
-        cfg, report = load_config(p, page.config_from(extra, *values))
+        cfg, report = load_config(p, page.config_from(extra, *values, strict=False))
         add_recent(p)
         return loaded(cfg, p, report, "Loaded")
 
@@ -76,7 +76,7 @@ def build(page: Page, initial_path: str = "", initial_status: str = "") -> Calla
         if not choice:
             return {opener: gr.skip()}
         p = Path(choice)
-        cfg, report = load_config(p, page.config_from(extra, *values))
+        cfg, report = load_config(p, page.config_from(extra, *values, strict=False))
         is_preset = p.resolve().parent in (presets_dir().resolve(), (presets_dir() / "user_presets").resolve())
         out = loaded(cfg, p, report, "Applied preset" if is_preset else "Loaded")
         if is_preset:

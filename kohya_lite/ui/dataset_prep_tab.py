@@ -31,9 +31,7 @@ LABELS = {
 
 
 def _problem_text(p: Problem) -> str:
-    label = LABELS.get(p.field or "")
-    line = problem_line(Problem(p.message, None, p.file, p.fix, p.severity))
-    return line.replace("- ❌ ", f"- ❌ **{label}**: ", 1) if label else line
+    return problem_line(p, LABELS)
 
 
 def repeats_hint(folder: str) -> tuple[int | None, str]:
@@ -80,7 +78,7 @@ def build(page: Page) -> None:
 
     w = page.widgets
 
-    @safe(message=result)
+    @safe(message=result, labels=LABELS)
     def do_prepare(inst: str, cls: str, img: str, rep: Any, reg_dir: str, reg_rep: Any, dst: str):
         try:
             res = prepare_dataset(instance_prompt=inst, class_prompt=cls, images_dir=img, destination=dst,

@@ -8,13 +8,15 @@ the page. Labels follow kohya_ss's LoRA tab; sections are the page's field group
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kohya_lite.config import (
-    LOCON_LIKE_TYPES, LORA_TYPES, LYCORIS_PRESETS, LYCORIS_TYPES, OPTIMIZERS, PRECISIONS, QUICK_PICKS, SAMPLERS,
-    SAVE_PRECISIONS, SCHEDULERS, TrainingConfig, merge_config,
+    DEFAULTS, LOCON_LIKE_TYPES, LORA_TYPES, LYCORIS_PRESETS, LYCORIS_TYPES, OPTIMIZERS, PRECISIONS, QUICK_PICKS,
+    SAMPLERS, SAVE_PRECISIONS, SCHEDULERS, TrainingConfig, merge_config,
 )
+from kohya_lite.errors import Problem, UserError
 
 # kind: text | textarea | int | float | bool | choice | path (folder) | model (model file/folder) | file
 SECTIONS = {
@@ -309,11 +311,38 @@ def to_values(cfg: TrainingConfig) -> list[Any]:
     return [getattr(cfg, name) for name in FIELD_ORDER]
 
 
-def from_values(values: Sequence[Any], extra: dict | None = None) -> TrainingConfig:
-    """A TrainingConfig from widget values in FIELD_ORDER, coerced like a loaded file (an emptied number
-    box keeps the default); `extra` (unknown keys of the loaded file) is carried along."""
+NUMBER_KINDS = ("int", "float")
+EMPTY_NUMBER = "enter a number"  # the placeholder of an empty number box (the page marks the box with it)
+
+
+def is_blank(value: Any) -> bool:
+    """An emptied (or not-a-number) number box: the browser sends null."""
+    return value is None or (isinstance(value, str) and not value.strip()) or (
+        isinstance(value, float) and math.isnan(value))
+
+
+def blank_numbers(values: Sequence[Any]) -> list[Problem]:
+    """One problem per number box left empty (values in FIELD_ORDER): a blank is never replaced by a default."""
+    out = []
+    for spec, value in zip(FIELD_SPECS, values):
+        if spec.kind in NUMBER_KINDS and is_blank(value):
+            default = getattr(DEFAULTS, spec.name)
+            out.append(Problem("the box is empty (or not a number)", field=spec.name,
+                               fix=f"enter a number, e.g. {default:g} (the default)"))
+    return out
+
+
+def from_values(values: Sequence[Any], extra: dict | None = None, *, strict: bool = True) -> TrainingConfig:
+    """A TrainingConfig from widget values in FIELD_ORDER, coerced like a loaded file; `extra` (unknown keys of
+    the loaded file) is carried along. An empty number box is a UserError naming it (`strict`, the default), or
+    keeps the default (`strict=False`: the base a loaded file is merged over)."""
     if len(values) != len(FIELD_ORDER):
         raise ValueError(f"expected {len(FIELD_ORDER)} values, got {len(values)}")
+    blank = blank_numbers(values) if strict else []
+    if blank:
+        p = blank[0]
+        more = f" (and {len(blank) - 1} more empty number boxes)" if len(blank) > 1 else ""
+        raise UserError(f"{label_of(p.field)}: {p.message}{more}", field=p.field, fix=p.fix)
     base = TrainingConfig()
     base.extra = dict(extra or {})
     cfg, _ = merge_config(dict(zip(FIELD_ORDER, values)), base)

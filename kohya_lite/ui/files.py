@@ -89,3 +89,46 @@ def browse_choices(folder: str | os.PathLike, kind: str = "dir") -> list[tuple[s
         if len(entries) >= MAX_LISTED:
             break
     return entries
+
+
+# ---- files the app wrote, handed to the browser ----------------------------------------------------
+_served_dir: Path | None = None
+
+
+def _serve_dir() -> Path:
+    global _served_dir
+    if _served_dir is None or not _served_dir.is_dir():
+        import atexit
+        import shutil
+        import tempfile
+
+        _served_dir = Path(tempfile.mkdtemp(prefix="kohya-lite-served-"))
+        atexit.register(shutil.rmtree, _served_dir, True)
+    return _served_dir
+
+
+def served(path: str | os.PathLike) -> str:
+    """A copy of one file the app itself wrote (a sample, checkpoint, generated image or grid) that gradio will
+    hand to the browser.
+
+    gradio serves a returned file only from the working folder, the temp folder or `allowed_paths`. Adding an
+    output folder to `allowed_paths` would make every file under it downloadable, so nothing is ever added:
+    each file is linked (or copied) into this process's own temp folder, under a key of its path, size and
+    modification time, and only those files can be fetched."""
+    import hashlib
+    import shutil
+
+    src = Path(path).expanduser().resolve()
+    st = src.stat()
+    key = hashlib.sha1(f"{src}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    dst = _serve_dir() / key / src.name
+    if not dst.is_file():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    return str(dst)

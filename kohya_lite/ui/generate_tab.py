@@ -20,10 +20,14 @@ from kohya_lite.generate import (DEFAULT_CFG, DEFAULT_SAMPLER, DEFAULT_STEPS, MO
                                  GenerateResult, ModelCache, generate, prepare, save_image)
 from kohya_lite.library import DEFAULT_LORA_DIR
 from kohya_lite.ui.fields import FieldSpec
-from kohya_lite.ui.safe import safe
+from kohya_lite.ui.files import served
+from kohya_lite.ui.safe import md_escape, safe
 from kohya_lite.ui.widgets import path_field
 
 USED_HEADERS = ["LoRA", "TE weight", "UNet weight", "Modules", "File"]
+LABELS = {"model": "Base model", "lora_dir": "LoRA folder", "prompt": "Prompt", "negative": "Negative prompt",
+          "sampler": "Sampler", "steps": "Steps", "cfg_scale": "CFG scale", "seed": "Seed", "width": "Width",
+          "height": "Height", "clip_skip": "Clip skip", "device": "Device"}
 
 
 @dataclass
@@ -80,15 +84,17 @@ def run(model_path: str, v_prediction: bool, lora_dir: str, prompt: str, negativ
 
 
 def build(*, model_path: str = "", lora_dir: str = str(DEFAULT_LORA_DIR), output_dir: str | Path | None = None,
-          cache: ModelCache = MODEL_CACHE) -> GenerateTab:
-    """The tab's components, inside the caller's Blocks/Tab context."""
+          cache: ModelCache = MODEL_CACHE, v_prediction: bool = False, width: int = 512,
+          height: int = 512) -> GenerateTab:
+    """The tab's components, inside the caller's Blocks/Tab context (the app passes `ui.tab_defaults`: the
+    training config's model, output folder and resolution)."""
     gr.Markdown("Write the prompt with `<lora:NAME:WEIGHT>` tags (NAME = file in the LoRA folder; "
                 "`<lora:NAME:TE:UNET>` for separate weights; negative weights push away). kohya options after the "
                 "prompt (`--n … --s 20 --d 1`) work too.")
     with gr.Row():
         model_box, _ = path_field(FieldSpec("gen_model", "Base model", "a .safetensors/.ckpt file or a diffusers "
                                             "folder", "model", "generate"), model_path)
-        v_pred = gr.Checkbox(False, label="V-prediction", info="SD2 768-v single files", elem_id="gen-vpred")
+        v_pred = gr.Checkbox(v_prediction, label="V-prediction", info="SD2 768-v single files", elem_id="gen-vpred")
     lora_box, _ = path_field(FieldSpec("gen_lora_dir", "LoRA folder", "searched recursively for <lora:NAME> tags",
                                        "path", "generate"), lora_dir)
     prompt = gr.Textbox(label="Prompt", lines=3, elem_id="gen-prompt", placeholder="zkz dog, photo <lora:zkz:0.8>")
@@ -99,9 +105,9 @@ def build(*, model_path: str = "", lora_dir: str = str(DEFAULT_LORA_DIR), output
         cfg = gr.Slider(0, 30, value=DEFAULT_CFG, step=0.5, label="CFG scale", elem_id="gen-cfg")
         seed = gr.Number(-1, precision=0, label="Seed", info="-1 = random", elem_id="gen-seed")
     with gr.Row():
-        width = gr.Slider(64, 2048, value=512, step=8, label="Width", info="512 for SD1/SD2, 1024 for SDXL",
+        width = gr.Slider(64, 2048, value=width, step=8, label="Width", info="512 for SD1/SD2, 1024 for SDXL",
                           elem_id="gen-width")
-        height = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id="gen-height")
+        height = gr.Slider(64, 2048, value=height, step=8, label="Height", elem_id="gen-height")
     button = gr.Button("Generate", variant="primary", elem_id="gen-run")
     message = gr.Markdown("", elem_id="gen-message", elem_classes=["kl-problems"])
     with gr.Row():
@@ -111,11 +117,11 @@ def build(*, model_path: str = "", lora_dir: str = str(DEFAULT_LORA_DIR), output
                                 elem_id="gen-used")
             info = gr.Textbox(label="Parameters", lines=4, interactive=False, elem_id="gen-info")
 
-    @safe(message=message)
+    @safe(message=message, labels=LABELS)
     def on_generate(*values: Any) -> dict:
         result, path = run(*values, output_dir=output_dir, cache=cache)
-        note = "  \n".join(f"⚠️ {w}" for w in result.warnings)
-        return {image: str(path), used: [u.row() for u in result.loras], info: result.infotext(), message: note}
+        note = "  \n".join(f"⚠️ {md_escape(w)}" for w in result.warnings)
+        return {image: served(path), used: [u.row() for u in result.loras], info: result.infotext(), message: note}
 
     tab = GenerateTab(model_box, v_pred, lora_box, prompt, negative, sampler, steps, cfg, seed, width, height, button,
                       image, used, info, message, on_generate)

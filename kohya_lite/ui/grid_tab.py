@@ -21,8 +21,14 @@ from kohya_lite.generate import (DEFAULT_CFG, DEFAULT_SAMPLER, DEFAULT_STEPS, MO
 from kohya_lite.grid import DEFAULT_WEIGHTS, GridResult, checkpoint_names, find_checkpoints, parse_weights, render_grid
 from kohya_lite.library import DEFAULT_LORA_DIR, format_weight
 from kohya_lite.ui.fields import FieldSpec
-from kohya_lite.ui.safe import safe
+from kohya_lite.ui.files import served
+from kohya_lite.ui.safe import md_escape, safe
 from kohya_lite.ui.widgets import path_field
+
+LABELS = {"output_dir": "Training output folder", "name": "Output name", "model": "Base model",
+          "lora_dir": "LoRA folder", "prompt": "Prompt", "negative": "Negative prompt", "weights": "Weights",
+          "sampler": "Sampler", "steps": "Steps", "cfg_scale": "CFG scale", "seed": "Seed", "width": "Width",
+          "height": "Height"}
 
 
 @dataclass
@@ -45,7 +51,7 @@ class GridTab:
     height: gr.Slider
     button: gr.Button
     image: gr.Image
-    layout: gr.JSON
+    layout: gr.Markdown
     message: gr.Markdown
     on_find: Callable[..., dict]
     on_render: Callable[..., dict]
@@ -63,9 +69,18 @@ def describe(output_dir: str, name: str | None) -> tuple[list[str], str | None, 
         find_checkpoints(output_dir)  # raises the "no checkpoints" UserError
     chosen = name if name in names else names[0]
     cps = find_checkpoints(output_dir, chosen)
-    lines = [f"**{chosen}**: {len(cps)} checkpoint{'s' if len(cps) != 1 else ''}"]
-    lines += [f"- {c.label}: `{c.path.name}`" for c in cps]
+    lines = [f"**{md_escape(chosen)}**: {len(cps)} checkpoint{'s' if len(cps) != 1 else ''}"]
+    lines += [f"- {c.label}: {md_escape(c.path.name)}" for c in cps]
     return names, chosen, "\n".join(lines)
+
+
+def layout_text(result: GridResult) -> str:
+    """The grid's rows and columns in words (instead of the raw cell layout)."""
+    lay = result.layout
+    w, h = lay.cell_size
+    return (f"Rows (checkpoints): {md_escape(', '.join(lay.row_labels))}  \n"
+            f"Columns (LoRA weight): {md_escape(', '.join(lay.col_labels))}  \n"
+            f"{len(lay.row_labels)} × {len(lay.col_labels)} cells of {w}×{h} px, seed {result.seed}")
 
 
 def run(output_dir: str, name: str | None, model_path: str, v_prediction: bool, lora_dir: str, prompt: str,
@@ -92,20 +107,21 @@ def run(output_dir: str, name: str | None, model_path: str, v_prediction: bool, 
 
 
 def build(*, output_dir: str = "", model_path: str = "", lora_dir: str = str(DEFAULT_LORA_DIR),
-          cache: ModelCache = MODEL_CACHE) -> GridTab:
+          cache: ModelCache = MODEL_CACHE, name: str = "", v_prediction: bool = False, width: int = 512,
+          height: int = 512) -> GridTab:
     gr.Markdown("Renders one seeded prompt for every epoch checkpoint (rows) at every LoRA weight (columns). "
                 "Weight 0 is the base model.")
     out_box, _ = path_field(FieldSpec("grid_output_dir", "Training output folder",
                                       "holds name-000001.safetensors … name.safetensors", "path", "grid"), output_dir)
     with gr.Row():
         find = gr.Button("Find checkpoints", elem_id="grid-find", scale=1)
-        name = gr.Dropdown(choices=[], value=None, label="Output name", allow_custom_value=True, scale=2,
-                           elem_id="grid-name")
+        name_box = gr.Dropdown(choices=[name] if name else [], value=name or None, label="Output name",
+                               allow_custom_value=True, scale=2, elem_id="grid-name")
     checkpoints = gr.Markdown("", elem_id="grid-checkpoints")
     with gr.Row():
         model_box, _ = path_field(FieldSpec("grid_model", "Base model", "the model the LoRA was trained on", "model",
                                             "grid"), model_path)
-        v_pred = gr.Checkbox(False, label="V-prediction", elem_id="grid-vpred")
+        v_pred = gr.Checkbox(v_prediction, label="V-prediction", elem_id="grid-vpred")
     lora_box, _ = path_field(FieldSpec("grid_lora_dir", "LoRA folder", "for extra <lora:…> tags in the prompt",
                                        "path", "grid"), lora_dir)
     prompt = gr.Textbox(label="Prompt", lines=2, elem_id="grid-prompt")
@@ -118,28 +134,28 @@ def build(*, output_dir: str = "", model_path: str = "", lora_dir: str = str(DEF
     with gr.Row():
         steps = gr.Slider(1, 150, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="grid-steps")
         cfg = gr.Slider(0, 30, value=DEFAULT_CFG, step=0.5, label="CFG scale", elem_id="grid-cfg")
-        width = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id="grid-width")
-        height = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id="grid-height")
+        width = gr.Slider(64, 2048, value=width, step=8, label="Width", elem_id="grid-width")
+        height = gr.Slider(64, 2048, value=height, step=8, label="Height", elem_id="grid-height")
     button = gr.Button("Render grid", variant="primary", elem_id="grid-run")
     message = gr.Markdown("", elem_id="grid-message", elem_classes=["kl-problems"])
     image = gr.Image(label="Grid", type="filepath", format="png", interactive=False, elem_id="grid-image")
-    layout = gr.JSON(label="Cell layout", elem_id="grid-layout")
+    layout = gr.Markdown("", elem_id="grid-layout")
 
-    @safe(message=message)
+    @safe(message=message, labels=LABELS)
     def on_find(folder: str, current: str | None) -> dict:
         names, chosen, text = describe(folder, current)
-        return {name: gr.update(choices=names, value=chosen), checkpoints: text, message: ""}
+        return {name_box: gr.update(choices=names, value=chosen), checkpoints: text, message: ""}
 
-    @safe(message=message)
+    @safe(message=message, labels=LABELS)
     def on_render(*values: Any, progress: gr.Progress = gr.Progress()) -> dict:
         def report(done: int, total: int, what: str) -> None:
             progress((done, total), desc=what)
 
         result, path = run(*values, cache=cache, progress=report)
-        return {image: str(path), layout: result.layout.to_dict(), message: f"Saved `{path}` (seed {result.seed})"}
+        return {image: served(path), layout: layout_text(result), message: f"Saved {md_escape(path)}"}
 
-    find.click(on_find, [out_box, name], [name, checkpoints, message], api_name="grid_find")
-    tab = GridTab(out_box, find, name, checkpoints, model_box, v_pred, lora_box, prompt, negative, weights, sampler,
-                  steps, cfg, seed, width, height, button, image, layout, message, on_find, on_render)
+    find.click(on_find, [out_box, name_box], [name_box, checkpoints, message], api_name="grid_find")
+    tab = GridTab(out_box, find, name_box, checkpoints, model_box, v_pred, lora_box, prompt, negative, weights,
+                  sampler, steps, cfg, seed, width, height, button, image, layout, message, on_find, on_render)
     button.click(on_render, tab.inputs, [image, layout, message], api_name="grid_render")
     return tab

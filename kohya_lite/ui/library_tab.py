@@ -17,6 +17,8 @@ from kohya_lite.ui.fields import FieldSpec
 from kohya_lite.ui.safe import safe
 from kohya_lite.ui.widgets import path_field
 
+LABELS = {"lora_dir": "LoRA folder", "prompt": "Prompt"}
+
 
 @dataclass
 class LibraryTab:
@@ -60,12 +62,12 @@ def build(*, lora_dir: str = str(DEFAULT_LORA_DIR), prompt: gr.Textbox | None = 
                         buttons=["copy"])
     entries = gr.State([])
 
-    @safe(message=message)
+    @safe(message=message, labels=LABELS)
     def on_refresh(folder_text: str) -> dict:
         rows, state, summary = listing(folder_text)
         return {table: rows, entries: state, message: summary, insert: ""}
 
-    @safe(message=message)
+    @safe(message=message, labels=LABELS)
     def on_select(state: list[dict], w: float, evt: gr.SelectData) -> dict:
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         return {insert: text_for(state, row, w)}

@@ -12,20 +12,20 @@ from typing import Any
 
 import gradio as gr
 
-from kohya_lite.check import run_check
+from kohya_lite.check import plan_for, run_check, step_plan_text
 from kohya_lite.config import TrainingConfig, config_json
 from kohya_lite.dataset.folders import scan_dataset
-from kohya_lite.dataset.steps import plan_steps
 from kohya_lite.models.detect import detect_model
 from kohya_lite.ui import config_file, training_panel
-from kohya_lite.ui.fields import SPEC_BY_NAME, TYPE_FIELDS, shown_for, specs_in
+from kohya_lite.ui.fields import SPEC_BY_NAME, TYPE_FIELDS, is_blank, label_of, shown_for, specs_in
 from kohya_lite.ui.page import Page, section_title
-from kohya_lite.ui.safe import safe
+from kohya_lite.ui.safe import md_escape, safe
 from kohya_lite.ui.widgets import PICKER_KIND, field_widget, path_field
 
 STEP_INPUTS = ("train_data_dir", "reg_data_dir", "caption_extension", "train_batch_size", "epoch", "max_train_epochs",
                "max_train_steps", "gradient_accumulation_steps")
 ROW = 3  # widgets per row in the parameter groups
+NO_IMAGES = "No images in '<repeats>_<trigger> <class>' subfolders of the image folder yet."
 
 
 def _fields(page: Page, cfg: TrainingConfig, names: list[str], per_row: int = ROW) -> None:
@@ -63,32 +63,27 @@ def _section(page: Page, cfg: TrainingConfig, section: str, open_: bool, per_row
 
 def step_summary(train_dir: str, reg_dir: str, caption_ext: str, batch: Any, epoch: Any, max_epochs: Any,
                  max_steps: Any, grad_accum: Any) -> str:
-    """The live line under Parameters, e.g. '34 images × 6 repeats × 10 epochs ÷ batch 1 = 2,040 steps'."""
+    """The live line under Parameters: `check`'s step-plan text for the page's values, e.g.
+    '34 images × 6 repeats × 10 epochs ÷ batch 1 = 2,040 steps'."""
     if not (train_dir or "").strip():
         return "_Set the image folder to see how many steps this training has._"
+    numbers = dict(zip(STEP_INPUTS[3:], (batch, epoch, max_epochs, max_steps, grad_accum)))
+    blank = [n for n, v in numbers.items() if is_blank(v)]
+    if blank:
+        return f"_{md_escape(label_of(blank[0]))} is empty: enter a number to see the steps._"
     if not Path(train_dir).expanduser().is_dir():
-        return f"_Image folder '{train_dir}' does not exist yet._"
+        return f"_Image folder {md_escape(repr(train_dir))} does not exist yet._"
     ds = scan_dataset(train_dir, reg_dir or "", caption_ext or "")
-    if not ds.num_train_images:
-        return "_No images in '<repeats>_<trigger> <class>' subfolders of the image folder yet._"
-
-    def num(v: Any, default: int) -> int:
-        try:
-            return int(float(v))
-        except (TypeError, ValueError):
-            return default
-
-    plan = plan_steps(num_images=ds.image_count, num_train_samples=ds.num_train_images, batch_size=num(batch, 1),
-                      epoch=num(epoch, 1), max_train_epochs=num(max_epochs, 0), max_train_steps=num(max_steps, 0),
-                      grad_accum=num(grad_accum, 1), with_reg=bool(ds.reg))
-    repeats = sorted({s.repeats for s in ds.train if s.images})
-    rtext = f" × {repeats[0]} repeats" if len(repeats) == 1 else f" × repeats ({', '.join(map(str, repeats))}) = {ds.num_train_images:,} samples"
-    line = f"**{plan.summary(rtext)}**"
+    values = {n: int(float(v)) for n, v in numbers.items()}
+    plan = plan_for(TrainingConfig().replace(**values), ds)
+    if plan is None:
+        return "_" + md_escape(NO_IMAGES) + "_"
+    line = f"**{md_escape(step_plan_text(ds, plan))}**"
     if plan.decided_by == "max_train_steps":
-        line += f"  \n⚠️ Max train steps ({plan.total_steps:,}) overrides Epoch ({num(epoch, 1)}): {plan.epochs} epochs will run."
+        line += f"  \n⚠️ Max train steps ({plan.total_steps:,}) overrides Epoch ({values['epoch']}): {plan.epochs} epochs will run."
     elif plan.decided_by == "max_train_epochs":
-        line += f"  \n⚠️ Max train epoch ({plan.epochs}) overrides Epoch ({num(epoch, 1)})."
-        if num(max_steps, 0) > 0:
+        line += f"  \n⚠️ Max train epoch ({plan.epochs}) overrides Epoch ({values['epoch']})."
+        if values["max_train_steps"] > 0:
             line += " It also overrides Max train steps."
     return line
 
@@ -110,7 +105,8 @@ def print_command(path_text: str, cfg: TrainingConfig) -> tuple[str, str]:
     return cmd, text
 
 
-def build(cfg: TrainingConfig, worker: Any, app: gr.Blocks, config_path: str = "", config_status: str = "") -> Page:
+def build(cfg: TrainingConfig, worker: Any, app: gr.Blocks, config_path: str = "", config_status: str = "",
+          intro: str = "") -> Page:
     page = Page()
     page.extra = gr.State(dict(cfg.extra))
     wire_config = config_file.build(page, config_path, config_status)
@@ -135,11 +131,8 @@ def build(cfg: TrainingConfig, worker: Any, app: gr.Blocks, config_path: str = "
     _section(page, cfg, "advanced", False, per_row=4)
     _section(page, cfg, "samples", False, per_row=3)
 
-    with gr.Row():
-        train_btn = gr.Button("Train model", variant="primary", elem_id="btn-train")
-        stop_btn = gr.Button("Stop", variant="stop", elem_id="btn-stop", visible=False)
-        check_btn = gr.Button("Check", elem_id="btn-check")
-        print_btn = gr.Button("Print command", elem_id="btn-print")
+    bar = training_panel.build_bar(intro)
+    page.status = bar.status
     page.problem_boxes["all"] = gr.Markdown("", elem_id="problems-all", elem_classes=["kl-problems"])
     with gr.Group(visible=False) as command_group:
         command = gr.Textbox(label="Equivalent command", lines=1, interactive=False, elem_id="print-command",
@@ -202,18 +195,21 @@ def build(cfg: TrainingConfig, worker: Any, app: gr.Blocks, config_path: str = "
     # ---- check and print
     @safe(message=page.problem_boxes["all"])
     def do_check(extra: dict | None, *values: Any):
+        blank = page.blank_problems(values)
+        if blank:
+            return page.show_blank(blank)
         result = run_check(page.config_from(extra, *values))
         return page.show_check(result, "Ready to train.")
 
-    check_btn.click(do_check, page.inputs, page.problem_outputs, api_name="check")
+    bar.check.click(do_check, page.inputs, page.problem_outputs, api_name="check")
 
     @safe(message=page.problem_boxes["all"])
     def do_print(path_text: str, extra: dict | None, *values: Any):
         cmd, text = print_command(path_text, page.config_from(extra, *values))
         return {command_group: gr.update(visible=True), command: cmd, command_json: text}
 
-    print_btn.click(do_print, [page.config_path, *page.inputs],
+    bar.print_.click(do_print, [page.config_path, *page.inputs],
                     [command_group, command, command_json, page.problem_boxes["all"]], api_name="print_command")
 
-    training_panel.build(page, worker, app, train_btn, stop_btn)
+    training_panel.build(page, worker, app, bar)
     return page

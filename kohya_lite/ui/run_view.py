@@ -1,4 +1,4 @@
-"""What the training panel shows, folded from the worker's JSON events (no gradio here).
+"""What the training panel shows, folded from the worker's JSON events (no gradio components here).
 
 `RunView` is a pure fold: `apply(event)` for each event of one run. `RunMonitor` owns one `RunView` per
 app, shared by every browser session: each poll asks the worker only for the events it has not seen,
@@ -13,6 +13,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kohya_lite.ui.safe import field_label, md_escape
 
 LOG_LINES = 200
 MAX_PLOT_POINTS = 400
@@ -54,6 +56,9 @@ class RunView:
     final_path: str | None = None
     stopped_path: str | None = None
     stopped_step: int | None = None
+    stopped_state: str | None = None  # the training-state folder a graceful stop saved (Resume continues from it)
+    stop_event: bool = False  # the engine reported the stop (a killed run never does)
+    resumed_from: int | None = None
 
     def apply(self, ev: dict[str, Any]) -> None:
         self.n_events += 1
@@ -64,6 +69,8 @@ class RunView:
             self.images = int(ev.get("images") or 0)
             self.device = str(ev.get("device") or "")
             self.precision = str(ev.get("precision") or "")
+            if ev.get("resumed_at"):
+                self.resumed_from = self.step = int(ev["resumed_at"])
             self.log.append(f"started: {self.total_steps} steps, {self.epochs} epochs, {self.images} images"
                             f"{', ' + self.device if self.device else ''}{', ' + self.precision if self.precision else ''}")
         elif kind == "step":
@@ -98,8 +105,10 @@ class RunView:
             self.error = {k: ev.get(k) for k in ("message", "field", "file", "hint")}
             self.log.append(f"error: {ev.get('message')}")
         elif kind == "stopped":
+            self.stop_event = True
             self.stopped_path = str(ev.get("path") or "") or None
             self.stopped_step = ev.get("step")
+            self.stopped_state = str(ev.get("state") or "") or None
             if self.stopped_path and self.stopped_path not in self.checkpoints:
                 self.checkpoints.append(self.stopped_path)
             self.log.append(f"stopped at step {self.stopped_step}" + (f", saved {self.stopped_path}" if self.stopped_path else ""))
@@ -142,31 +151,64 @@ class RunView:
             "stopped": "stopped by the user", "error": "failed",
         }.get(self.state, self.state)
 
-    def plot_rows(self) -> list[tuple[int, float, str]]:
+    def plot_points(self) -> list[tuple[int, float, float | None]]:
+        """(step, loss, average) for the chart, thinned to MAX_PLOT_POINTS (the newest point always kept)."""
         pts = self.losses
         if len(pts) > MAX_PLOT_POINTS:
             stride = len(pts) / MAX_PLOT_POINTS
             pts = [pts[int(i * stride)] for i in range(MAX_PLOT_POINTS)] + [pts[-1]]
-        # both series always together (gradio's chart fixes its colour domain at the first data it gets)
-        rows = [(s, loss, "loss") for s, loss, _ in pts]
-        rows += [(s, loss if avg is None else avg, "average") for s, loss, avg in pts]
-        return rows
+        return list(pts)
+
+    @property
+    def can_resume(self) -> bool:
+        return self.state == "stopped" and bool(self.stopped_state) and Path(self.stopped_state).is_dir()
+
+    def note(self) -> str:
+        """One line under the progress bar: what the run is doing, and after a stop what was saved (markdown)."""
+        if self.run_id is None:
+            return ""
+        if self.state == "running":
+            again = f" (resumed at step {self.resumed_from:,})" if self.resumed_from else ""
+            return f"▶ Training{again}. *Stop* saves a checkpoint and the training state, then ends."
+        if self.state == "stopping":
+            return ("⏹ Stopping: saving a checkpoint of the current step and the training state… "
+                    "*Stop now (kill)* ends at once and saves nothing.")
+        if self.state == "stopped":
+            if not self.stop_event:
+                last = f" The last file saved before it: {_name(self.checkpoints[-1])}." if self.checkpoints else \
+                    " No checkpoint had been saved."
+                return f"⏹ Ended at once (killed): nothing was saved at the stop.{last}"
+            if not self.stopped_path:
+                return f"⏹ Stopped before the first step (step {self.stopped_step or 0}): there was nothing to save."
+            state = f" and the training state {_name(self.stopped_state)}/" if self.stopped_state else ""
+            more = " **Resume** continues from there." if self.can_resume else ""
+            return f"⏹ Stopped at step {self.stopped_step:,}: saved {_name(self.stopped_path)}{state}.{more}"
+        if self.state == "done":
+            return f"✅ Finished: {_name(self.final_path)}." if self.final_path else "✅ Finished."
+        if self.state == "error":
+            return "❌ Training failed: the reason is below the progress bar."
+        return ""
 
     def error_text(self) -> str:
         if not self.error:
             return ""
         e = self.error
-        out = f"**Training failed:** {e.get('message') or 'the training process ended with an error'}"
+        out = f"**Training failed:** {md_escape(e.get('message') or 'the training process ended with an error')}"
         if e.get("field"):
-            out += f"  \nField: `{e['field']}`"
+            out += f"  \nField: {md_escape(field_label(e['field']))}"
         if e.get("file"):
-            out += f"  \nFile: `{e['file']}`"
+            out += f"  \nFile: {md_escape(e['file'])}"
         if e.get("hint"):
-            out += f"  \n**What to do:** {e['hint']}"
+            out += f"  \n**What to do:** {md_escape(e['hint'])}"
         return out
 
     def log_text(self) -> str:
         return "\n".join(self.log)
+
+
+def _name(path: str | None) -> str:
+    """A saved file or folder for the note: its name, escaped for markdown."""
+    return md_escape(Path(path).name) if path else ""
 
 
 def _num(v: Any) -> float | None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable, Sequence
+import re
+from typing import Any, Callable, Mapping, Sequence
 
 import gradio as gr
 
@@ -20,30 +21,54 @@ log = logging.getLogger("kohya_lite.ui")
 LOG_HINT = "details in the log (~/.kohya-lite/gui.log and the console)"
 
 
-def problem_line(p: Problem) -> str:
-    """One markdown bullet: ❌/⚠️ Label (`key`): message. Fix: …"""
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]#|~<>$&])")
+_LINE_START = re.compile(r"^(\s*)([-+=]|\d+(?=[.)]))", re.M)  # list markers, setext underlines, "1." at a line start
+
+
+def md_escape(text: Any) -> str:
+    """Plain text for a gr.Markdown: Markdown/HTML characters backslash-escaped, so a message such as
+    "folder 'cats' has no '<repeats>_' prefix" shows whole instead of losing '<repeats>_…' as an HTML tag.
+    Line breaks become Markdown hard breaks."""
+    text = _MD_SPECIAL.sub(r"\\\1", str(text))
+    text = _LINE_START.sub(lambda m: m[1] + ("\\" + m[2] if not m[2][0].isdigit() else m[2] + "\\"), text)
+    return text.replace("\n", "  \n")
+
+
+def field_label(name: str | None, labels: Mapping[str, str] | None = None) -> str:
+    """The label the user sees for a field: the tab's own label, the config field's label, else the key in words."""
+    if not name:
+        return ""
+    if labels and name in labels:
+        return labels[name]
+    label = label_of(name)
+    return label if label != name else name.replace("_", " ").capitalize()
+
+
+def problem_line(p: Problem, labels: Mapping[str, str] | None = None) -> str:
+    """One markdown bullet: ❌/⚠️ **Label**: message — file  /  *Fix:* …, all user text escaped."""
     icon = "❌" if p.is_error else "⚠️"
-    where = f"**{label_of(p.field)}** (`{p.field}`): " if p.field else ""
-    text = f"- {icon} {where}{p.message}"
+    where = f"**{md_escape(field_label(p.field, labels))}**: " if p.field else ""
+    text = f"- {icon} {where}{md_escape(p.message)}"
     if p.file and p.file not in p.message:
-        text += f" — `{p.file}`"
+        text += f" — {md_escape(p.file)}"
     if p.fix:
-        text += f"  \n  *Fix:* {p.fix}"
+        text += f"  \n  *Fix:* {md_escape(p.fix)}"
     return text
 
 
-def problems_markdown(problems: Sequence[Problem]) -> str:
-    return "\n".join(problem_line(p) for p in problems)
+def problems_markdown(problems: Sequence[Problem], labels: Mapping[str, str] | None = None) -> str:
+    return "\n".join(problem_line(p, labels) for p in problems)
 
 
 def unexpected_text(exc: BaseException) -> str:
-    return f"❌ Something went wrong: {exc.__class__.__name__}: {exc}. {LOG_HINT[0].upper()}{LOG_HINT[1:]}."
+    return md_escape(f"❌ Something went wrong: {exc.__class__.__name__}: {exc}. {LOG_HINT[0].upper()}{LOG_HINT[1:]}.")
 
 
-def safe(message: Any = None) -> Callable:
+def safe(message: Any = None, labels: Mapping[str, str] | None = None) -> Callable:
     """Wrap a handler that returns a {component: value} dict.
 
-    On error: {message: text} when `message` is given, else a gr.Error toast with the plain message."""
+    On error: {message: text} when `message` is given (the field named by `labels`, the tab's own field
+    labels), else a gr.Error toast with the plain message."""
 
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -54,7 +79,7 @@ def safe(message: Any = None) -> Callable:
                 raise
             except UserError as exc:
                 if message is not None:
-                    return {message: problems_markdown([exc.problem])}
+                    return {message: problems_markdown([exc.problem], labels)}
                 raise gr.Error(exc.format(), print_exception=False) from None
             except Exception as exc:  # noqa: BLE001 - the page gets a sentence, the log the traceback
                 log.exception("unexpected error in %s", fn.__name__)

@@ -1,7 +1,8 @@
 """gradio components for the `fields.FIELD_SPECS` rows, and the in-browser server path picker.
 
 Every field widget gets `elem_id="f-<kohya key>"`, so tests and the problem list can find it. Number boxes
-carry no min/max (gradio would reject an out-of-range loaded value before `check` could explain it).
+carry no min/max (gradio would reject an out-of-range loaded value before `check` could explain it); an
+emptied one shows "enter a number" in red beside the field (CSS in `ui.app`), and Check/Train refuse it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from kohya_lite.config import HANDLED_OTHERWISE, NOT_IMPLEMENTED
-from kohya_lite.ui.fields import FieldSpec
+from kohya_lite.ui.fields import EMPTY_NUMBER, FieldSpec
 from kohya_lite.ui.files import browse_choices, browse_start
 from kohya_lite.ui.safe import safe
 
@@ -27,10 +28,9 @@ def field_widget(spec: FieldSpec, value: Any) -> gr.components.Component:
         common.update(info=HANDLED_OTHERWISE[spec.name])
     if spec.kind == "bool":
         return gr.Checkbox(value=bool(value), **common)
-    if spec.kind == "int":
-        return gr.Number(value=value, precision=0, **common)
-    if spec.kind == "float":
-        return gr.Number(value=value, **common)
+    if spec.kind in ("int", "float"):  # an emptied box shows the placeholder, which the page's CSS marks red
+        return gr.Number(value=value, precision=0 if spec.kind == "int" else None, placeholder=EMPTY_NUMBER,
+                         elem_classes=["kl-number"], **common)
     if spec.kind == "choice":
         return gr.Dropdown(choices=list(spec.choices or ()), value=value, allow_custom_value=True, filterable=True,
                            **common)
