@@ -20,7 +20,7 @@ from pathlib import Path
 from kohya_lite.check import CheckResult, run_check
 from kohya_lite.config import TrainingConfig, config_json
 from kohya_lite.fileio import write_text_atomic
-from kohya_lite.engine.events import read_events
+from kohya_lite.engine.events import EventLog
 from kohya_lite.errors import UserError
 
 FINAL_TYPES = ("done", "stopped", "error")
@@ -97,6 +97,7 @@ class Worker:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._proc: subprocess.Popen | None = None
         self._run: RunStatus | None = None
+        self._log: EventLog | None = None
         self._stops = 0
         self._reattach()
 
@@ -170,9 +171,12 @@ class Worker:
         return run
 
     def events(self, since: int = 0) -> list[dict]:
+        """The run's events from index `since`; the file is read incrementally (only what was appended)."""
         if self._run is None or not self._run.events_path:
             return []
-        return read_events(self._run.events_path, since)
+        if self._log is None or str(self._log.path) != self._run.events_path:
+            self._log = EventLog(self._run.events_path)
+        return self._log.read()[since:]
 
     def log_tail(self, lines: int = 40) -> str:
         if self._run is None or not self._run.log_path or not Path(self._run.log_path).is_file():
@@ -190,13 +194,15 @@ class Worker:
         pid = self._run.pid if self._run else None
         if pid is None:
             return 0
-        try:  # a run started by an earlier server process
-            os.kill(pid, 0)
-            return None
-        except ProcessLookupError:
+        import psutil  # a run started by an earlier server process (os.kill(pid, 0) would be Ctrl+C on Windows)
+
+        try:
+            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
             return 0
-        except PermissionError:
+        except psutil.AccessDenied:
             return None
+        return None if alive else 0
 
     def _final_state(self, code: int) -> str:
         finals = [e["type"] for e in self.events() if e.get("type") in FINAL_TYPES]
