@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from kohya_lite.errors import UserError
 from kohya_lite.generate import (GenerateRequest, LoraUse, check_family, prepare, random_seed, read_lora, render_job,
                                  resolve_loras)
-from kohya_lite.library import format_weight
+from kohya_lite.prompts import format_weight
 
 DEFAULT_WEIGHTS = (0.0, 0.5, 0.8, 1.0)
 _EPOCH = re.compile(r"^(?P<name>.+)-(?P<epoch>\d{6})\.safetensors$")

@@ -127,3 +127,8 @@ def sample_filename(output_name: str, *, step: int, epoch: int | None, index: in
     prefix = f"{output_name}_" if output_name else ""
     suffix = f"_{seed}" if seed is not None else ""
     return f"{prefix}{num}_{index:02d}_{timestamp}{suffix}.png"
+
+
+def format_weight(weight: float) -> str:
+    """A LoRA weight as prompts and labels write it: 0.8, 1, -0.5."""
+    return f"{float(weight):g}"

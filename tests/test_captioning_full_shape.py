@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from kohya_lite.captioning import BlipOptions, WD14Options, caption_blip, caption_wd14

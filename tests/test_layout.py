@@ -29,3 +29,15 @@ def test_demo_builder_and_paths_do_not_import_the_page():
 def test_the_cli_starts_without_torch():
     """`kohya-lite check`, `--help` and argument errors answer at once: torch loads only for the work itself."""
     assert "torch" not in _imported_after("kohya_lite.cli; kohya_lite.cli.build_parser()")
+
+
+def test_models_do_not_import_the_network():
+    """models and network are siblings over config: network may use models' facts, never the other way."""
+    import ast
+
+    for path in (ROOT / "kohya_lite" / "models").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(("kohya_lite.network", "kohya_lite.engine", "kohya_lite.ui")), \
+                    f"{path.name} imports {node.module}"

@@ -12,7 +12,7 @@ from kohya_lite.errors import UserError
 from kohya_lite.library import (add_to_prompt, close_matches, find_lora, format_size, insert_text, list_library,
                                 lora_files, read_entry)
 from kohya_lite.models.load import load_model
-from kohya_lite.network.io import lora_file_info
+from kohya_lite.library import lora_file_info
 from lora_helpers import ALPHA, RANK, write_lora
 
 

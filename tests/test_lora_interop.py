@@ -16,7 +16,8 @@ from kohya_lite.errors import UserError
 from kohya_lite.models.families import modelspec_architecture
 from kohya_lite.models.ldm import to_ldm_state_dict
 from kohya_lite.models.load import load_model
-from kohya_lite.network.io import (file_model_hash, load_lora, lora_file_info, lora_hashes, read_lora_file,
+from kohya_lite.library import lora_file_info
+from kohya_lite.network.io import (file_model_hash, load_lora, lora_hashes, read_lora_file,
                                    save_lora_file)
 from kohya_lite.network.lora import LoRANetwork, delta_weight
 from kohya_lite.network.metadata import lora_metadata

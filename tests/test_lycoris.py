@@ -29,9 +29,11 @@ from kohya_lite.engine.events import EventWriter
 from kohya_lite.engine.train import train
 from kohya_lite.errors import UserError
 from kohya_lite.models.load import load_model
+from kohya_lite.models import sgm
 from kohya_lite.network import naming
 from kohya_lite.network.factory import build_network
-from kohya_lite.network.io import load_lora, lora_file_info, read_lora_file, save_lora_file
+from kohya_lite.library import lora_file_info
+from kohya_lite.network.io import load_lora, read_lora_file, save_lora_file
 from kohya_lite.network.lora import te_root
 from kohya_lite.network.lycoris import LycorisNetwork, lycoris_deltas, network_args
 from kohya_lite.network.metadata import lora_metadata
@@ -74,7 +76,7 @@ def _sd_scripts_name(name: str, family: str) -> str | None:
     path = naming.underscore_to_path(rest)
     if not path.startswith(("down_blocks.", "mid_block.", "up_blocks.")):
         return None  # conv_in/conv_out/time embedding: plain Conv/Sequential modules in sd-scripts' SGM UNet
-    return naming.to_kohya(naming.UNET_PREFIX, naming.diffusers_to_sgm(path))
+    return naming.to_kohya(naming.UNET_PREFIX, sgm.diffusers_to_sgm(path))
 
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])

@@ -12,6 +12,7 @@ from diffusers import UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from kohya_lite.models.families import config_dir
+from kohya_lite.models import sgm
 from kohya_lite.network import naming
 from kohya_lite.network.lora import LoRANetwork, find_targets
 
@@ -80,7 +81,7 @@ def test_sd1_examples_and_shapes():
     assert isinstance(targets["lora_unet_down_blocks_0_attentions_0_proj_in"].module, torch.nn.Conv2d)
     assert targets["lora_unet_down_blocks_0_resnets_0_conv1"].conv3x3
     # 16 Transformer2DModels, 12 modules each, all with diffusers-style paths
-    assert all(not naming.is_sgm_path(naming.underscore_to_path(n[len("lora_unet_"):]))
+    assert all(not sgm.is_sgm_path(naming.underscore_to_path(n[len("lora_unet_"):]))
                for n in targets if n.startswith("lora_unet_"))
 
 
@@ -164,9 +165,9 @@ def test_sgm_names_map_back_through_diffusers_lora_loader(sdxl):
     for t in targets:
         (key,) = _maybe_map_sgm_blocks_to_diffusers({f"{t.name}.lora_down.weight": None}, sdxl.unet.config)
         name = key.split(".")[0]
-        for sgm, diffusers_name in (("input_blocks", "down_blocks"), ("middle_block", "mid_block"),
-                                    ("output_blocks", "up_blocks")):
-            name = name.replace(sgm, diffusers_name)
+        for sgm_name, diffusers_name in (("input_blocks", "down_blocks"), ("middle_block", "mid_block"),
+                                         ("output_blocks", "up_blocks")):
+            name = name.replace(sgm_name, diffusers_name)
         for ldm, diffusers_name in _LDM_CHILD.items():
             if name.endswith("_" + ldm):
                 name = name[: -len(ldm)] + diffusers_name
@@ -179,9 +180,9 @@ def test_sgm_roundtrip_of_every_unet_parameter():
         cfg = m.unet.config
         with_attn = [i for i, t in enumerate(cfg.up_block_types) if "CrossAttn" in t]
         for key in m.unet.state_dict():
-            sgm = naming.diffusers_to_sgm(key, layers_per_block=cfg.layers_per_block,
-                                          up_blocks_with_attention=with_attn)
-            assert naming.sgm_to_diffusers(sgm, layers_per_block=cfg.layers_per_block) == key
+            path = sgm.diffusers_to_sgm(key, layers_per_block=cfg.layers_per_block,
+                                        up_blocks_with_attention=with_attn)
+            assert sgm.sgm_to_diffusers(path, layers_per_block=cfg.layers_per_block) == key
 
 
 def test_underscore_path_and_te_normalisation():

@@ -99,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from kohya_lite.network.io import lora_file_info
+    from kohya_lite.library import lora_file_info
 
     info = lora_file_info(args.file)
     m = info.metadata

@@ -20,7 +20,7 @@ import re
 import torch
 from torch import nn
 
-from kohya_lite.network.naming import diffusers_to_sgm
+from kohya_lite.models.sgm import diffusers_to_sgm
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."

@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,6 +26,7 @@ import torch
 
 from kohya_lite.errors import UserError
 from kohya_lite.fileio import write_bytes_atomic
+from kohya_lite.models import sgm
 from kohya_lite.network import naming
 from kohya_lite.network.naming import lycoris_markers  # noqa: F401 (part of this module's interface)
 
@@ -433,11 +433,11 @@ def _canonical_kohya_name(name: str, family: str) -> str:
     if prefix != naming.UNET_PREFIX:
         return naming.normalise_te_name(name, sd1_like=family != "sdxl")
     path = naming.underscore_to_path(rest)
-    sgm = naming.is_sgm_path(path)
-    if family == "sdxl" and not sgm:
-        return naming.to_kohya(naming.UNET_PREFIX, naming.diffusers_to_sgm(path))
-    if family != "sdxl" and sgm:
-        return naming.to_kohya(naming.UNET_PREFIX, naming.sgm_to_diffusers(path))
+    sgm_path = sgm.is_sgm_path(path)
+    if family == "sdxl" and not sgm_path:
+        return naming.to_kohya(naming.UNET_PREFIX, sgm.diffusers_to_sgm(path))
+    if family != "sdxl" and sgm_path:
+        return naming.to_kohya(naming.UNET_PREFIX, sgm.sgm_to_diffusers(path))
     return name
 
 
@@ -446,112 +446,3 @@ def read_lora_file(path: str | Path, *, family: str | None = None,
     """(tensors in canonical kohya layout, metadata) of a kohya or diffusers/peft LoRA file."""
     lf = load_lora(path, family=family, field_name=field_name)
     return lf.tensors, lf.metadata
-
-
-# ---- info ----------------------------------------------------------------------------------------------
-
-@dataclass
-class LoraInfo:
-    path: str
-    family: str
-    family_source: str
-    base_model_version: str
-    layout: str
-    num_tensors: int
-    dtype: str
-    size_bytes: int
-    modules: dict[str, int]  # per component: unet / text_encoder / text_encoder_2
-    conv_modules: int  # k×k (LoCon) modules
-    rank: int  # most common
-    alpha: float  # most common
-    ranks: dict[int, int]
-    alphas: dict[float, int]
-    output_name: str
-    title: str
-    trigger_words: list[str]
-    sshs_model_hash: str
-    metadata: dict[str, str]
-    algo: str = "LoRA"  # 'LoRA', or the LyCORIS algorithm(s): 'LoHa', 'LoKr', 'LoCon + Norm', …
-    lycoris: dict[str, Any] = field(default_factory=dict)  # LyCORIS files: network.lycoris.file_summary
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank if self.rank else 0.0
-
-
-def _folder_class_token(folder: str) -> str:
-    m = re.match(r"^\d+_(.+)$", folder)
-    return (m[1] if m else folder).strip()
-
-
-def trigger_words(metadata: Mapping[str, str], limit: int = 10) -> list[str]:
-    """Likely activation text: `modelspec.trigger_phrase`, the dataset folders' class tokens, then the most
-    frequent caption tags (from `ss_tag_frequency`)."""
-    words: list[str] = []
-
-    def add(w: str) -> None:
-        w = w.strip()
-        if w and w not in words:
-            words.append(w)
-
-    for phrase in metadata.get("modelspec.trigger_phrase", "").split(","):
-        add(phrase)
-    freq: dict = {}
-    try:
-        freq = json.loads(metadata.get("ss_tag_frequency", "") or "{}") or {}
-    except json.JSONDecodeError:
-        pass
-    dirs: dict = {}
-    try:
-        dirs = json.loads(metadata.get("ss_dataset_dirs", "") or "{}") or {}
-    except json.JSONDecodeError:
-        pass
-    for folder in list(dirs) + list(freq):
-        add(_folder_class_token(folder))
-    totals: Counter = Counter()
-    if isinstance(freq, dict):
-        for tags in freq.values():
-            if isinstance(tags, dict):
-                totals.update({str(t): int(c) for t, c in tags.items() if isinstance(c, (int, float))})
-    for tag, _ in totals.most_common():
-        if len(words) >= limit:
-            break
-        add(tag)
-    return words[:limit]
-
-
-def lora_file_info(path: str | Path) -> LoraInfo:
-    """Summary of a LoRA file for the LoRA tools and the UI."""
-    from kohya_lite.models import families
-
-    lf = load_lora(path, allow_lycoris=True)
-    names = lf.module_names()
-    modules = Counter(naming.te_component(naming.split_prefix(n)[0]) if not n.startswith("lora_unet_") else naming.UNET
-                      for n in names)
-    algo, summary = "LoRA", {}
-    if lf.is_lycoris:
-        from kohya_lite.network.lycoris import algo_label, file_summary
-
-        summary = file_summary(lf.tensors)
-        algo = algo_label(summary["algos"])
-        ranks, alphas = Counter(summary["ranks"]), Counter(summary["alphas"])
-        conv = sum(1 for k, v in lf.tensors.items() if k.endswith(".lora_down.weight") and v.dim() == 4
-                   and tuple(v.shape[2:]) != (1, 1))
-    else:
-        ranks = Counter(int(lf.tensors[f"{n}.lora_down.weight"].shape[0]) for n in names)
-        alphas = Counter(float(lf.tensors[f"{n}.alpha"]) for n in names)
-        conv = sum(1 for n in names if lf.tensors[f"{n}.lora_down.weight"].dim() == 4
-                   and tuple(lf.tensors[f"{n}.lora_down.weight"].shape[2:]) != (1, 1))
-    dtypes = Counter(str(v.dtype).replace("torch.", "") for k, v in lf.tensors.items()
-                     if v.is_floating_point() and not k.endswith((".alpha", ".on_input")))
-    meta = lf.metadata
-    v_pred = meta.get("modelspec.prediction_type") == "v" or meta.get("ss_base_model_version") == "sd_v2_v"
-    return LoraInfo(
-        path=str(path), family=lf.family, family_source=lf.family_source,
-        base_model_version=meta.get("ss_base_model_version") or families.base_model_version(lf.family, v_pred),
-        layout=lf.layout, num_tensors=len(lf.tensors), dtype=dtypes.most_common(1)[0][0] if dtypes else "",
-        size_bytes=Path(path).stat().st_size, modules=dict(modules), conv_modules=conv,
-        rank=ranks.most_common(1)[0][0] if ranks else 0, alpha=alphas.most_common(1)[0][0] if alphas else 0.0,
-        ranks=dict(ranks), alphas=dict(alphas), output_name=meta.get("ss_output_name", Path(path).stem),
-        title=meta.get("modelspec.title", ""), trigger_words=trigger_words(meta),
-        sshs_model_hash=meta.get("sshs_model_hash", ""), metadata=dict(meta), algo=algo, lycoris=summary)

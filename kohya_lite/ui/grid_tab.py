@@ -19,7 +19,8 @@ from kohya_lite.errors import UserError
 from kohya_lite.generate import (DEFAULT_CFG, DEFAULT_SAMPLER, DEFAULT_STEPS, MODEL_CACHE, GenerateRequest,
                                  ModelCache, prepare, save_image)
 from kohya_lite.grid import DEFAULT_WEIGHTS, GridResult, checkpoint_names, find_checkpoints, parse_weights, render_grid
-from kohya_lite.library import DEFAULT_LORA_DIR, format_weight
+from kohya_lite.library import DEFAULT_LORA_DIR
+from kohya_lite.prompts import format_weight
 from kohya_lite.ui.fields import FieldSpec
 from kohya_lite.ui.files import served
 from kohya_lite.ui.safe import md_escape, safe

@@ -14,7 +14,7 @@ import gradio as gr
 from kohya_lite.errors import UserError
 from kohya_lite.library import DEFAULT_LORA_DIR
 from kohya_lite.lora_tools import DYNAMIC_METHODS, merge_loras, parse_merge_inputs, resize_lora
-from kohya_lite.network.io import lora_file_info
+from kohya_lite.library import lora_file_info
 from kohya_lite.ui.fields import FieldSpec
 from kohya_lite.ui.safe import safe
 from kohya_lite.ui.widgets import path_field
