@@ -216,7 +216,7 @@ def test_stop_during_caching_saves_nothing_and_says_stopped(tiny_sd1_dir, tmp_pa
     from kohya_lite.engine.train import StopFlag
 
     make_images(tmp_path / "img" / "1_zkz object", 3)
-    cfg, _ = merge_config(tiny_config(tiny_sd1_dir, tmp_path, epoch=1))
+    cfg, _ = merge_config(tiny_config(tiny_sd1_dir, tmp_path, epoch=1, vae_batch_size=1))  # one image per report
     stop = StopFlag()
     events = []
 
