@@ -16,14 +16,13 @@ the network rank and alpha). On SDXL the text encoders are named `lora_te1_`/`lo
 from __future__ import annotations
 
 import math
-from collections import Counter
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from kohya_lite.errors import UserError
-from kohya_lite.network import naming
+from kohya_lite.network.base import AdapterNetwork
 from kohya_lite.network.lora import LoadResult, _alpha_value, find_targets
 
 
@@ -135,21 +134,13 @@ class DyLoRAModule(nn.Module):
         self.scale = a / self.lora_dim
 
 
-class DyLoRANetwork(nn.Module):
+class DyLoRANetwork(AdapterNetwork):
     """All DyLoRA modules of one model, with the engine's network interface."""
 
     supports_loraplus = True
 
     def __init__(self, modules: Iterable[DyLoRAModule], family: str, components: Mapping[str, str]):
-        super().__init__()
-        self.family = family
-        self.multiplier = 1.0
-        self._component = dict(components)
-        self.text_encoder_loras: list[DyLoRAModule] = []
-        self.unet_loras: list[DyLoRAModule] = []
-        for m in modules:
-            self.add_module(m.lora_name, m)
-            (self.unet_loras if self._component[m.lora_name] == naming.UNET else self.text_encoder_loras).append(m)
+        super().__init__([(m.lora_name, m, components[m.lora_name]) for m in modules], family)
 
     @classmethod
     def create(cls, model: Any, rank: int, alpha: float | None, *, unit: int = 1, conv: bool = False,
@@ -177,30 +168,6 @@ class DyLoRANetwork(nn.Module):
         net.load_kohya_state_dict(tensors)
         return net
 
-    def apply(self) -> "DyLoRANetwork":
-        for m in self.loras():
-            m.apply_to()
-        return self
-
-    def restore(self) -> None:
-        for m in self.loras():
-            m.restore()
-
-    def loras(self) -> Iterator[DyLoRAModule]:
-        yield from self.text_encoder_loras
-        yield from self.unet_loras
-
-    def set_multiplier(self, multiplier: float) -> None:
-        self.multiplier = multiplier
-        for m in self.loras():
-            m.multiplier = multiplier
-
-    def component_of(self, lora_name: str) -> str:
-        return self._component[lora_name]
-
-    def module_counts(self) -> dict[str, int]:
-        return dict(Counter(self._component[m.lora_name] for m in self.loras()))
-
     def optimizer_param_groups(self, unet_lr: float | None, text_encoder_lr: float | None, *,
                                loraplus_lr_ratio: float = 0.0, loraplus_unet_lr_ratio: float = 0.0,
                                loraplus_text_encoder_lr_ratio: float = 0.0) -> list[dict]:
@@ -223,6 +190,7 @@ class DyLoRANetwork(nn.Module):
         return groups
 
     def kohya_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """The plain LoRA layout of the full rank (the blocks joined): what a DyLoRA file holds."""
         out = {}
         for m in self.loras():
             for suffix, t in (("lora_down.weight", m.down_weight()), ("lora_up.weight", m.up_weight()),

@@ -9,15 +9,15 @@ adapts (lora-file-format §4), names them per §3, and exposes the kohya state d
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from kohya_lite.errors import UserError
 from kohya_lite.network import naming
+from kohya_lite.network.base import AdapterNetwork, component_of_name
 
 UNET_TARGETS = ("Transformer2DModel",)
 UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
@@ -258,26 +258,17 @@ class LoadResult:
     unexpected: list[str] = field(default_factory=list)  # modules in the file the network lacks
 
 
-class LoRANetwork(nn.Module):
+class LoRANetwork(AdapterNetwork):
     """All LoRA modules of one model. Its `state_dict()` is the kohya layout:
     `<name>.lora_down.weight`, `<name>.lora_up.weight`, `<name>.alpha`."""
 
     def __init__(self, modules: Iterable[LoRAModule], family: str, *, multiplier: float = 1.0,
                  components: Mapping[str, str] | None = None):
-        super().__init__()
-        self.family = family
-        self.multiplier = multiplier
-        self._component = dict(components or {})
-        self.text_encoder_loras: list[LoRAModule] = []
-        self.unet_loras: list[LoRAModule] = []
         modules = list(modules)
+        components = dict(components or {})
+        super().__init__([(m.lora_name, m, components.get(m.lora_name) or component_of_name(m.lora_name))
+                          for m in modules], family, multiplier=multiplier)
         self.supports_loraplus = not any(not lora.lora_down.weight.requires_grad for lora in modules)
-        for lora in modules:
-            self.add_module(lora.lora_name, lora)
-            if lora.lora_name.startswith(naming.UNET_PREFIX + "_"):
-                self.unet_loras.append(lora)
-            else:
-                self.text_encoder_loras.append(lora)
 
     # -- construction --
     @classmethod
@@ -328,33 +319,6 @@ class LoRANetwork(nn.Module):
         net.load_kohya_state_dict(tensors, strict=True)
         return net
 
-    # -- injection --
-    def apply(self) -> "LoRANetwork":
-        for lora in self.loras():
-            lora.apply_to()
-        return self
-
-    def restore(self) -> None:
-        for lora in self.loras():
-            lora.restore()
-
-    def loras(self) -> Iterator[LoRAModule]:
-        yield from self.text_encoder_loras
-        yield from self.unet_loras
-
-    def set_multiplier(self, multiplier: float) -> None:
-        self.multiplier = multiplier
-        for lora in self.loras():
-            lora.multiplier = multiplier
-
-    def component_of(self, lora_name: str) -> str:
-        if lora_name in self._component:
-            return self._component[lora_name]
-        return naming.parse_lora_name(lora_name).component
-
-    def module_counts(self) -> dict[str, int]:
-        return dict(Counter(self.component_of(l.lora_name) for l in self.loras()))
-
     # -- parameters --
     def unet_parameters(self) -> list[nn.Parameter]:
         return [p for lora in self.unet_loras for p in lora.parameters()]
@@ -392,14 +356,6 @@ class LoRANetwork(nn.Module):
         return groups
 
     # -- kohya state dict --
-    def kohya_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """`{name.lora_down.weight, name.lora_up.weight, name.alpha}`, detached, on CPU."""
-        out = {}
-        for k, v in self.state_dict().items():
-            v = v.detach().to("cpu")
-            out[k] = (v.to(dtype) if dtype is not None else v).contiguous()
-        return out
-
     def load_kohya_state_dict(self, tensors: Mapping[str, torch.Tensor], *, strict: bool = True) -> LoadResult:
         """Load kohya-layout weights (as `read_lora_file` returns them). Shapes must match; with `strict`,
         missing or unknown modules are a UserError too. A missing alpha means alpha = rank."""

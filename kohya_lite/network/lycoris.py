@@ -41,6 +41,7 @@ from torch import nn
 from kohya_lite.config import LYCORIS_PRESETS, TrainingConfig
 from kohya_lite.errors import UserError
 from kohya_lite.network import naming
+from kohya_lite.network.base import AdapterNetwork, component_of_name
 from kohya_lite.network.lora import LoadResult, ModuleIndex, _unet_layout, te_root
 
 NETWORK_MODULE = "lycoris.kohya"
@@ -262,23 +263,16 @@ def create_library_network(cfg: TrainingConfig, model: Any, *, train_unet: bool 
 
 # ---- the network ----------------------------------------------------------------------------------------------
 
-class LycorisNetwork(nn.Module):
+class LycorisNetwork(AdapterNetwork):
     """The library's modules for one model under kohya names, with the engine's network interface. Its
     `state_dict()` is the file layout: `<name>.<tensor>` with the library's tensor names."""
 
     def __init__(self, adopted: Iterable[_Adopted], family: str, *, algo: str, multiplier: float = 1.0):
-        super().__init__()
-        self.family = family
-        self.algo = algo
-        self.multiplier = multiplier
-        self._component: dict[str, str] = {}
-        self.text_encoder_loras: list[nn.Module] = []
-        self.unet_loras: list[nn.Module] = []
+        adopted = list(adopted)
         for a in adopted:
             a.module.multiplier = multiplier
-            self.add_module(a.name, a.module)
-            self._component[a.name] = a.component
-            (self.unet_loras if a.component == naming.UNET else self.text_encoder_loras).append(a.module)
+        super().__init__([(a.name, a.module, a.component) for a in adopted], family, multiplier=multiplier)
+        self.algo = algo
         self.notes: list[str] = []
 
     # -- construction --
@@ -314,7 +308,7 @@ class LycorisNetwork(nn.Module):
                 continue
             module = module_from_tensors(name, org, group)
             algos[_algo_of(module)] += 1
-            adopted.append(_Adopted(name, _component_of(name), "", module))
+            adopted.append(_Adopted(name, component_of_name(name), "", module))
         if missing:
             raise UserError(f"{len(missing)} LyCORIS modules in the weights do not exist in this {model.family} model "
                             f"(first: {sorted(missing)[0]})", field="network_weights",
@@ -336,21 +330,6 @@ class LycorisNetwork(nn.Module):
             if getattr(lora, "_kl_applied", False):
                 lora.restore()
                 lora._kl_applied = False
-
-    def loras(self) -> Iterator[nn.Module]:
-        yield from self.text_encoder_loras
-        yield from self.unet_loras
-
-    def set_multiplier(self, multiplier: float) -> None:
-        self.multiplier = multiplier
-        for lora in self.loras():
-            lora.multiplier = multiplier
-
-    def component_of(self, lora_name: str) -> str:
-        return self._component.get(lora_name) or _component_of(lora_name)
-
-    def module_counts(self) -> dict[str, int]:
-        return dict(Counter(self.component_of(l.lora_name) for l in self.loras()))
 
     # -- parameters --
     def optimizer_param_groups(self, unet_lr: float | None, text_encoder_lr: float | None, *,
@@ -379,14 +358,6 @@ class LycorisNetwork(nn.Module):
         return groups
 
     # -- file layout --
-    def kohya_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """Every module's tensors under `<name>.<tensor>`, detached, on CPU."""
-        out = {}
-        for k, v in self.state_dict().items():
-            v = v.detach().to("cpu")
-            out[k] = (v.to(dtype) if dtype is not None else v).contiguous()
-        return out
-
     def load_kohya_state_dict(self, tensors: Mapping[str, torch.Tensor], *, strict: bool = True) -> LoadResult:
         """Load weights in the file layout (a saved file or a training state). Shapes must match; with `strict`
         missing or unknown modules are a UserError. A module's `alpha` (hence its scale) comes from the file."""
@@ -469,11 +440,6 @@ def _sync_scale(lora: nn.Module) -> None:
         lora.scale = float(alpha) / lora.lora_dim
     elif kind in ("DiagOFTModule", "ButterflyOFTModule") and hasattr(lora, "constraint"):
         lora.constraint = float(alpha) * lora.dim
-
-
-def _component_of(name: str) -> str:
-    return naming.te_component(naming.split_prefix(name)[0]) if not name.startswith(naming.UNET_PREFIX + "_") \
-        else naming.UNET
 
 
 def _algo_of(module: nn.Module) -> str:
