@@ -54,6 +54,36 @@ class AdapterNetwork(nn.Module):
     def module_counts(self) -> dict[str, int]:
         return dict(Counter(self.component_of(lora.lora_name) for lora in self.loras()))
 
+    supports_loraplus = True
+    UP_PARAMETERS = ("lora_up",)  # parameter names LoRA+ gives the higher learning rate
+
+    def optimizer_param_groups(self, unet_lr: float | None, text_encoder_lr: float | None, *,
+                               loraplus_lr_ratio: float = 0.0, loraplus_unet_lr_ratio: float = 0.0,
+                               loraplus_text_encoder_lr_ratio: float = 0.0) -> list[dict]:
+        """Optimizer groups as sd-scripts builds them: text encoder and UNet apart, each split with LoRA+ into
+        the up parameters at lr·ratio and the rest; frozen parameters (LoRA-FA's downs) stay out; groups whose
+        LR is 0/None are dropped."""
+        groups = []
+        for part, loras, lr, ratio in (
+            ("textencoder", self.text_encoder_loras, text_encoder_lr,
+             loraplus_text_encoder_lr_ratio or loraplus_lr_ratio),
+            ("unet", self.unet_loras, unet_lr, loraplus_unet_lr_ratio or loraplus_lr_ratio),
+        ):
+            if not loras or not lr:
+                continue
+            ratio = ratio if self.supports_loraplus else 0.0
+            plain, plus = [], []
+            for lora in loras:
+                for pname, p in lora.named_parameters():
+                    if p.requires_grad:
+                        is_up = ratio and any(u in pname for u in self.UP_PARAMETERS)
+                        (plus if is_up else plain).append(p)
+            if plain:
+                groups.append({"name": part, "params": plain, "lr": lr})
+            if plus:
+                groups.append({"name": f"{part}_plus", "params": plus, "lr": lr * ratio})
+        return groups
+
     def kohya_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """Every module's tensors under `<name>.<tensor>`, detached, on the CPU."""
         out = {}

@@ -137,7 +137,7 @@ class DyLoRAModule(nn.Module):
 class DyLoRANetwork(AdapterNetwork):
     """All DyLoRA modules of one model, with the engine's network interface."""
 
-    supports_loraplus = True
+    UP_PARAMETERS = ("lora_B",)  # the up columns
 
     def __init__(self, modules: Iterable[DyLoRAModule], family: str, components: Mapping[str, str]):
         super().__init__([(m.lora_name, m, components[m.lora_name]) for m in modules], family)
@@ -167,27 +167,6 @@ class DyLoRANetwork(AdapterNetwork):
         net = cls(modules, model.family, {n: targets[n].component for n in names})
         net.load_kohya_state_dict(tensors)
         return net
-
-    def optimizer_param_groups(self, unet_lr: float | None, text_encoder_lr: float | None, *,
-                               loraplus_lr_ratio: float = 0.0, loraplus_unet_lr_ratio: float = 0.0,
-                               loraplus_text_encoder_lr_ratio: float = 0.0) -> list[dict]:
-        """sd-scripts' grouping: TE and UNet apart; with LoRA+ the up columns (`lora_B`) at lr·ratio."""
-        groups = []
-        for part, loras, lr, ratio in (
-            ("textencoder", self.text_encoder_loras, text_encoder_lr,
-             loraplus_text_encoder_lr_ratio or loraplus_lr_ratio),
-            ("unet", self.unet_loras, unet_lr, loraplus_unet_lr_ratio or loraplus_lr_ratio),
-        ):
-            if not loras or not lr:
-                continue
-            downs = [p for m in loras for p in m.lora_A]
-            ups = [p for m in loras for p in m.lora_B]
-            if ratio:
-                groups.append({"name": part, "params": downs, "lr": lr})
-                groups.append({"name": f"{part}_plus", "params": ups, "lr": lr * ratio})
-            else:
-                groups.append({"name": part, "params": [p for m in loras for p in m.parameters()], "lr": lr})
-        return groups
 
     def kohya_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """The plain LoRA layout of the full rank (the blocks joined): what a DyLoRA file holds."""

@@ -331,30 +331,6 @@ class LoRANetwork(AdapterNetwork):
         loras = {"unet": self.unet_loras, "text_encoder": self.text_encoder_loras}.get(part, list(self.loras()))
         return [lora.lora_up.weight for lora in loras]
 
-    def optimizer_param_groups(self, unet_lr: float | None, text_encoder_lr: float | None, *,
-                               loraplus_lr_ratio: float = 0.0, loraplus_unet_lr_ratio: float = 0.0,
-                               loraplus_text_encoder_lr_ratio: float = 0.0) -> list[dict]:
-        """Optimizer groups as sd-scripts builds them: TE and UNet apart, each split into `lora_up` at
-        lr·ratio when LoRA+ is on (not for LoRA-FA, whose sd-scripts module has no LoRA+); groups whose LR is
-        0/None are dropped."""
-        if not self.supports_loraplus:
-            loraplus_lr_ratio = loraplus_unet_lr_ratio = loraplus_text_encoder_lr_ratio = 0.0
-        groups = []
-        for part, loras, lr, ratio in (
-            ("textencoder", self.text_encoder_loras, text_encoder_lr, loraplus_text_encoder_lr_ratio or loraplus_lr_ratio),
-            ("unet", self.unet_loras, unet_lr, loraplus_unet_lr_ratio or loraplus_lr_ratio),
-        ):
-            if not loras or not lr:
-                continue
-            ups = [lora.lora_up.weight for lora in loras] if ratio else []
-            rest = [p for lora in loras for p in lora.parameters()
-                    if p.requires_grad and not any(p is u for u in ups)]  # LoRA-FA: frozen downs stay out
-            if rest:
-                groups.append({"name": part, "params": rest, "lr": lr})
-            if ups:
-                groups.append({"name": f"{part}_plus", "params": ups, "lr": lr * ratio})
-        return groups
-
     # -- kohya state dict --
     def load_kohya_state_dict(self, tensors: Mapping[str, torch.Tensor], *, strict: bool = True) -> LoadResult:
         """Load kohya-layout weights (as `read_lora_file` returns them). Shapes must match; with `strict`,

@@ -332,31 +332,6 @@ class LycorisNetwork(AdapterNetwork):
                 lora._kl_applied = False
 
     # -- parameters --
-    def optimizer_param_groups(self, unet_lr: float | None, text_encoder_lr: float | None, *,
-                               loraplus_lr_ratio: float = 0.0, loraplus_unet_lr_ratio: float = 0.0,
-                               loraplus_text_encoder_lr_ratio: float = 0.0) -> list[dict]:
-        """As lycoris' kohya wrapper groups them: TE and UNet apart; with LoRA+, parameters named `lora_up`
-        in a second group at lr·ratio. Groups whose LR is 0/None are dropped."""
-        groups = []
-        for part, loras, lr, ratio in (
-            ("textencoder", self.text_encoder_loras, text_encoder_lr,
-             loraplus_text_encoder_lr_ratio or loraplus_lr_ratio),
-            ("unet", self.unet_loras, unet_lr, loraplus_unet_lr_ratio or loraplus_lr_ratio),
-        ):
-            if not loras or not lr:
-                continue
-            plain, plus = [], []
-            for lora in loras:
-                for pname, p in lora.named_parameters():
-                    (plus if ratio and "lora_up" in pname else plain).append(p)
-            for p in plain + plus:
-                p.requires_grad_(True)
-            if plain:
-                groups.append({"name": part, "params": plain, "lr": lr})
-            if plus:
-                groups.append({"name": f"{part}_plus", "params": plus, "lr": lr * ratio})
-        return groups
-
     # -- file layout --
     def load_kohya_state_dict(self, tensors: Mapping[str, torch.Tensor], *, strict: bool = True) -> LoadResult:
         """Load weights in the file layout (a saved file or a training state). Shapes must match; with `strict`
