@@ -349,3 +349,15 @@ def test_safe_turns_errors_into_sentences(caplog):
     with pytest.raises(gr.Error) as err:
         no_box()
     assert "ValueError: bad" in err.value.message and "Traceback" not in err.value.message
+
+
+def test_run_view_shows_caching_then_live_memory():
+    v = RunView(run_id="r2", state="running")
+    v.apply({"type": "progress", "time": 1, "phase": "caching latents", "done": 3, "total": 12})
+    assert v.percent == 25 and v.stats_line().startswith("caching latents 3/12")
+    v.apply({"type": "progress", "time": 2, "phase": "caching latents", "done": 12, "total": 12})
+    v.apply({"type": "start", "time": 3, "total_steps": 4, "epochs": 1})
+    v.apply({"type": "step", "time": 4, "step": 1, "total_steps": 4, "epoch": 1, "loss": 0.1, "ram_gb": 2.5,
+             "vram_gb": 6.25})
+    line = v.stats_line()
+    assert v.percent == 25 and "caching" not in line and "RAM 2.5 GB" in line and "VRAM 6.2 GB" in line

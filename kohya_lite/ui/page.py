@@ -83,6 +83,8 @@ class Page:
                    ". Each problem is shown under its field group."
         if result.plan:
             head += f"  \n{md_escape(step_plan_text(result.dataset, result.plan))}"
+        if result.memory:
+            head += f"  \nMemory: {md_escape(result.memory.summary())}"
         return self.show_problems(result.problems, head)
 
     def show_blank(self, blank: list[Problem]) -> dict[Any, Any]:

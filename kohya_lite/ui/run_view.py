@@ -44,6 +44,10 @@ class RunView:
     lr: float | None = None
     sec_per_step: float | None = None
     eta_sec: float | None = None
+    phase: str = ""  # a set-up phase in progress ("caching latents 12/40"); the bar shows its share before step 1
+    phase_share: float = 0.0
+    ram_gb: float | None = None
+    vram_gb: float | None = None
     device: str = ""
     precision: str = ""
     images: int = 0
@@ -73,7 +77,13 @@ class RunView:
                 self.resumed_from = self.step = int(ev["resumed_at"])
             self.log.append(f"started: {self.total_steps} steps, {self.epochs} epochs, {self.images} images"
                             f"{', ' + self.device if self.device else ''}{', ' + self.precision if self.precision else ''}")
+        elif kind == "progress":
+            done, total = int(ev.get("done") or 0), int(ev.get("total") or 0)
+            self.phase = f"{ev.get('phase', 'preparing')} {done}/{total}" if done < total else ""
+            self.phase_share = done / total if total and done < total else 0.0
         elif kind == "step":
+            self.phase = ""
+            self.ram_gb, self.vram_gb = _num(ev.get("ram_gb")), _num(ev.get("vram_gb"))
             self.step = int(ev.get("step") or 0)
             self.total_steps = int(ev.get("total_steps") or self.total_steps)
             self.epoch = int(ev.get("epoch") or self.epoch)
@@ -128,13 +138,13 @@ class RunView:
         if self.state == "done":
             return 100
         if not self.total_steps:
-            return 0
+            return int(100 * self.phase_share)  # latent caching, before the first step
         return max(0, min(100, int(100 * self.step / self.total_steps)))
 
     def stats_line(self) -> str:
         if self.run_id is None:
             return "No training run yet."
-        parts = [f"step {self.step:,}/{self.total_steps:,}" if self.total_steps else "preparing…"]
+        parts = [f"step {self.step:,}/{self.total_steps:,}" if self.total_steps else (self.phase or "preparing…")]
         if self.epochs:
             parts.append(f"epoch {max(self.epoch, 1 if self.step else 0)}/{self.epochs}")
         if self.loss is not None:
@@ -143,6 +153,10 @@ class RunView:
             parts.append(f"{1 / self.sec_per_step:.2f} it/s" if self.sec_per_step < 1 else f"{self.sec_per_step:.2f} s/it")
         if self.state in ACTIVE_STATES and self.eta_sec is not None:
             parts.append(f"ETA {fmt_duration(self.eta_sec)}")
+        if self.vram_gb is not None:
+            parts.append(f"VRAM {self.vram_gb:.1f} GB")
+        if self.ram_gb is not None:
+            parts.append(f"RAM {self.ram_gb:.1f} GB")
         return " · ".join(parts)
 
     def state_text(self) -> str:
