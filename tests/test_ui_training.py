@@ -101,6 +101,13 @@ def test_demo_trains_to_100_percent_and_lists_the_checkpoint(page, server):
     fill(page, "f-epoch", "1")
     fill(page, "f-train_batch_size", "6")
     wait_text(page, "step-summary", "6 images × 5 repeats × 1 epochs ÷ batch 6 = 5 steps")
+    # a log box two lines high (also after the reload below), so this short run's log overflows it and following
+    # the newest line shows
+    short_log = ("(() => { const s = document.createElement('style'); "
+                 "s.textContent = '#run-log textarea { height: 3em !important; max-height: 3em !important; }'; "
+                 "document.head.appendChild(s); })()")
+    page.add_init_script(f"document.addEventListener('DOMContentLoaded', () => {short_log})")
+    page.evaluate(short_log)
 
     start_run(page)
     assert "6 images × 5 repeats × 1 epochs ÷ batch 6 = 5 steps" in md_text(page, "problems-all"), \
