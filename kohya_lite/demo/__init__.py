@@ -1,65 +1,68 @@
-"""The built-in demo project (`kohya-lite gui --demo`): a tiny SD1 model, six generated captioned images and
-the "CPU demo (tiny model)" preset pointing at them, so Train model works at once on a CPU.
+"""The built-in demo project (`kohya-lite demo DIR`, `kohya-lite gui --demo`): a LoRA that teaches the
+shipped tiny base model a colour it has never drawn.
 
-`ensure_demo(root)` is idempotent: what exists is kept, what is missing is (re)built. Layout::
+The base (`base/`, a 64 px SD1 diffusers folder pretrained by `scripts/pretrain_demo_base.py`) draws one
+shape in red, green, blue, purple, white or black on a grey background. The demo dataset is 16 orange
+shapes captioned "zkz shape"; the "CPU demo (tiny model)" preset trains a LoRA on it in a few minutes on a
+CPU, with sample images every epoch that turn orange as it learns.
 
-    demo/tiny-sd1/                 the tiny model (built once by kohya_lite.models.tiny)
-    demo/img/5_zkz object/         6 PNGs + .txt captions
-    demo/model/  demo/log/         output and logging folders
-    demo/demo.json                 the config the page opens
+`ensure_demo(root)` is idempotent: what exists is kept (also the user's edits of demo.json), what is
+missing is (re)built. Layout::
+
+    <root>/img/4_zkz shape/        16 PNGs + .txt captions ("zkz shape")
+    <root>/model/  <root>/log/     output and logging folders (the LoRA library of the demo)
+    <root>/demo.json               the config the page opens and `kohya-lite train` runs
 """
 
 from __future__ import annotations
 
-import shutil
+import random
 from pathlib import Path
-
-from PIL import Image, ImageDraw
 
 from kohya_lite.config import TrainingConfig, load_config, save_config
 from kohya_lite.errors import UserError
 
+BASE_DIR = Path(__file__).resolve().parent / "base"
 DEMO_PRESET = "CPU demo (tiny model)"
-TRIGGER_FOLDER = "5_zkz object"
-N_IMAGES = 6
+TRIGGER = "zkz"
+CLASS_TOKEN = "shape"
+REPEATS = 4
+TRIGGER_FOLDER = f"{REPEATS}_{TRIGGER} {CLASS_TOKEN}"
+CAPTION = f"{TRIGGER} {CLASS_TOKEN}"
+OUTPUT_NAME = "zkz_demo"
+N_IMAGES = 20
 IMAGE_SIZE = 64
-_COLORS = [((200, 40, 40), "red"), ((40, 160, 60), "green"), ((40, 70, 200), "blue"),
-           ((220, 180, 30), "yellow"), ((150, 60, 180), "purple"), ((30, 170, 170), "teal")]
+SEED = 17
 
 
-def _ensure_model(root: Path) -> Path:
-    out = root / "tiny-sd1"
-    if out.is_dir() and any(out.iterdir()):
-        return out
-    from kohya_lite.models.tiny import build_tiny_model  # heavy (torch, diffusers): only when building
-
-    tmp = root / ".tiny-sd1.building"
-    shutil.rmtree(tmp, ignore_errors=True)  # our own half-built folder from an interrupted run
-    built = build_tiny_model("sd1", tmp)
-    built_path = Path(built) if isinstance(built, (str, Path)) else tmp
-    if built_path != tmp:  # the builder chose its own location: use that
-        return built_path
-    tmp.rename(out)
-    return out
+def base_model_path() -> Path:
+    """The shipped demo base model (a diffusers folder)."""
+    if not (BASE_DIR / "model_index.json").is_file():
+        raise UserError(f"the demo base model '{BASE_DIR}' is missing", file=str(BASE_DIR),
+                        fix="reinstall kohya-lite, or restore kohya_lite/demo/base/ from its sources")
+    return BASE_DIR
 
 
-def _ensure_images(folder: Path) -> None:
+def write_images(folder: Path) -> None:
+    """The demo dataset: N_IMAGES orange shapes (every shape, slightly varied), captioned with the trigger."""
+    from kohya_lite.demo import shapes
+    from kohya_lite.fileio import atomic_path
+
     folder.mkdir(parents=True, exist_ok=True)
-    for i, (rgb, name) in enumerate(_COLORS[:N_IMAGES]):
+    rng = random.Random(SEED)
+    for i in range(N_IMAGES):
+        item = shapes.random_shape_image(rng, shapes.DEMO_DATASET_COLOUR, shapes.SHAPES[i % len(shapes.SHAPES)],
+                                         size=IMAGE_SIZE)
         png, txt = folder / f"zkz_{i:02d}.png", folder / f"zkz_{i:02d}.txt"
         if not png.exists():
-            im = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (235, 230, 220) if i % 2 else (60, 60, 70))
-            draw = ImageDraw.Draw(im)
-            m = 8 + 3 * i
-            shape = (m, m, IMAGE_SIZE - m // 2, IMAGE_SIZE - m // 2)
-            (draw.ellipse if i % 3 else draw.rectangle)(shape, fill=rgb)
-            im.save(png)
+            with atomic_path(png) as tmp:
+                item.image.save(tmp, format="PNG")
         if not txt.exists():
-            txt.write_text(f"zkz object, a {name} {'disc' if i % 3 else 'block'}\n", encoding="utf-8")
+            txt.write_text(CAPTION + "\n", encoding="utf-8")
 
 
-def demo_config(root: Path, model_path: Path) -> TrainingConfig:
-    """The demo preset with the demo's paths, sample images every epoch and a fixed output name."""
+def demo_config(root: Path, model_path: Path | None = None) -> TrainingConfig:
+    """The demo preset with the demo's paths, the shipped base model and a fixed output name."""
     from kohya_lite.ui.files import preset_path
 
     preset = preset_path(DEMO_PRESET)
@@ -67,11 +70,11 @@ def demo_config(root: Path, model_path: Path) -> TrainingConfig:
         raise UserError(f"the demo preset '{preset}' is missing", file=str(preset),
                         fix="restore presets/ from the kohya-lite sources")
     cfg, _ = load_config(preset, TrainingConfig())
+    root = Path(root).resolve()
     return cfg.replace(
-        pretrained_model_name_or_path=str(model_path), model_list="custom", v2=False, v_parameterization=False,
-        sdxl=False, train_data_dir=str(root / "img"), reg_data_dir="", output_dir=str(root / "model"),
-        logging_dir=str(root / "log"), output_name="zkz_demo", sample_every_n_epochs=1, sample_every_n_steps=0,
-        sample_sampler="euler_a", sample_prompts="zkz object --w 64 --h 64 --s 8 --d 1",
+        pretrained_model_name_or_path=str(model_path or base_model_path()), model_list="custom", v2=False,
+        v_parameterization=False, sdxl=False, train_data_dir=str(root / "img"), reg_data_dir="",
+        output_dir=str(root / "model"), logging_dir=str(root / "log"), output_name=OUTPUT_NAME,
     )
 
 
@@ -79,14 +82,28 @@ def ensure_demo(root: str | Path = "demo") -> tuple[TrainingConfig, Path]:
     """Create what is missing of the demo project under `root`; return its config and the saved config path."""
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    model = _ensure_model(root)
-    _ensure_images(root / "img" / TRIGGER_FOLDER)
+    write_images(root / "img" / TRIGGER_FOLDER)
     for sub in ("model", "log"):
         (root / sub).mkdir(exist_ok=True)
-    cfg = demo_config(root, model)
+    cfg = demo_config(root)
     path = root / "demo.json"
     if path.is_file():  # keep the user's edits of an earlier demo session
         cfg, _ = load_config(path, cfg)
+        if not Path(cfg.pretrained_model_name_or_path).expanduser().exists():  # kohya-lite moved or reinstalled
+            cfg = cfg.replace(pretrained_model_name_or_path=str(base_model_path()))
+            save_config(cfg, path)
     else:
         save_config(cfg, path)
     return cfg, path
+
+
+def tab_defaults(cfg: TrainingConfig) -> dict:
+    """What the Generate, LoRA library and Epoch grid tabs start with for the demo: its base model, its
+    output folder as the LoRA folder, its resolution and guidance scale, and a prompt that uses the LoRA."""
+    from kohya_lite.config import parse_resolution
+    from kohya_lite.demo.evaluate import CFG
+
+    w, h = parse_resolution(cfg.max_resolution)
+    return {"model_path": cfg.pretrained_model_name_or_path, "lora_dir": cfg.output_dir,
+            "output_dir": cfg.output_dir, "width": w, "height": h, "cfg_scale": CFG,
+            "prompt": f"{CAPTION} <lora:{cfg.output_name}:1>", "grid_prompt": CAPTION}
