@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "kohya_lite.commands.lora",
     "kohya_lite.commands.generate",
     "kohya_lite.commands.make_model",
+    "kohya_lite.commands.demo",
     "kohya_lite.commands.gui",
 ]
 

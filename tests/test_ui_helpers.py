@@ -284,24 +284,44 @@ def test_browse_choices_and_recent(tmp_path, monkeypatch):
 
 def test_demo_project_is_idempotent(tmp_path):
     from kohya_lite.check import run_check
-    from kohya_lite.demo import ensure_demo
+    from kohya_lite.demo import BASE_DIR, ensure_demo, shapes
 
     cfg, path = ensure_demo(tmp_path / "demo")
     root = (tmp_path / "demo").resolve()
-    imgs = sorted((root / "img" / "5_zkz object").glob("*.png"))
-    assert len(imgs) == 6 and all(p.with_suffix(".txt").read_text().startswith("zkz object") for p in imgs)
-    assert cfg.pretrained_model_name_or_path == str(root / "tiny-sd1")
+    imgs = sorted((root / "img" / "4_zkz shape").glob("*.png"))
+    assert 12 <= len(imgs) <= 20 and all(p.with_suffix(".txt").read_text() == "zkz shape\n" for p in imgs)
+    assert all(shapes.is_orange(Image.open(p)) for p in imgs), "the demo dataset is orange shapes"
+    assert cfg.pretrained_model_name_or_path == str(BASE_DIR), "the shipped base model"
     assert (cfg.output_dir, cfg.logging_dir) == (str(root / "model"), str(root / "log"))
     assert cfg.optimizer == "AdamW" and cfg.max_resolution == "64,64", "the CPU demo preset is applied"
+    assert cfg.min_snr_gamma > 0 and cfg.text_encoder_lr > 0 and cfg.sample_every_n_epochs == 1
     assert path.is_file()
     result = run_check(cfg)
     assert result.ok, [p.format() for p in result.errors]
-    assert result.plan.total_steps == 6 * 5 * 3 // 2
+    assert result.plan.total_steps == len(imgs) * 4 * cfg.epoch // cfg.train_batch_size
 
-    stamp = (imgs[0].stat().st_mtime_ns, (root / "tiny-sd1").stat().st_mtime_ns)
+    stamp = imgs[0].stat().st_mtime_ns
     cfg2, _ = ensure_demo(tmp_path / "demo")
     assert cfg2.to_dict() == cfg.to_dict()
-    assert stamp == (imgs[0].stat().st_mtime_ns, (root / "tiny-sd1").stat().st_mtime_ns), "nothing rebuilt"
+    assert stamp == imgs[0].stat().st_mtime_ns, "nothing rebuilt"
+
+    # the user's edits of demo.json are kept; a base model path that no longer exists is repointed
+    edited = json.loads(path.read_text())
+    edited.update(epoch=9, pretrained_model_name_or_path=str(tmp_path / "old-install" / "base"))
+    path.write_text(json.dumps(edited))
+    cfg3, _ = ensure_demo(tmp_path / "demo")
+    assert cfg3.epoch == 9 and cfg3.pretrained_model_name_or_path == str(BASE_DIR)
+    assert json.loads(path.read_text())["pretrained_model_name_or_path"] == str(BASE_DIR)
+
+
+def test_demo_command_writes_the_project_and_prints_its_config(tmp_path, capsys):
+    from kohya_lite.cli import main
+
+    assert main(["demo", str(tmp_path / "d")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == str((tmp_path / "d" / "demo.json").resolve())
+    assert json.loads(Path(last).read_text())["output_name"] == "zkz_demo"
+    assert main(["check", last]) == 0, "kohya-lite check passes the demo config"
 
 
 def test_gui_command_flags():

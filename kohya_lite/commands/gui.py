@@ -114,21 +114,21 @@ def run(args: argparse.Namespace) -> int:
     quiet_known_notices()
     from kohya_lite.config import TrainingConfig, load_config
 
-    cfg, path, status, intro = TrainingConfig(), "", "", ""
+    cfg, path, status, intro, prompts = TrainingConfig(), "", "", "", None
     if args.demo:
-        from kohya_lite.demo import ensure_demo
+        from kohya_lite.demo import ensure_demo, tab_prompts
 
         print("preparing the demo project under ./demo ...", flush=True)
         cfg, demo_path = ensure_demo("demo")
         path, status = str(demo_path), f"Demo project: **{demo_path.name}** ({demo_path.parent})"
-        intro = DEMO_INTRO
+        intro, prompts = DEMO_INTRO, tab_prompts(cfg)
     if args.config:
         cfg, report = load_config(args.config, cfg)
         path, status = args.config, f"Loaded **{os.path.basename(args.config)}**"
 
     from kohya_lite.ui.app import build_app, launch, load_worker
 
-    app = build_app(cfg, config_path=path, config_status=status, worker=load_worker(), intro=intro)
+    app = build_app(cfg, config_path=path, config_status=status, worker=load_worker(), intro=intro, prompts=prompts)
     print(f"kohya-lite GUI on http://{args.listen}:{args.port}", flush=True)
     launch(app, host=args.listen, port=args.port, auth=auth, share=args.share, inbrowser=args.inbrowser)
     return 0

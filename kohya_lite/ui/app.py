@@ -73,8 +73,11 @@ def load_worker() -> Any:
 
 
 def build_app(cfg: TrainingConfig | None = None, *, config_path: str = "", config_status: str = "",
-              worker: Any = None, intro: str = "") -> gr.Blocks:
-    """`intro`: the run bar's first line (the demo says it is ready to train)."""
+              worker: Any = None, intro: str = "", prompts: dict | None = None) -> gr.Blocks:
+    """`intro`: the run bar's first line (the demo says it is ready to train). `prompts`: the Generate and grid
+    tabs' starting prompts and CFG scale (`prompt`, `grid_prompt`, `cfg_scale`; the demo's try its LoRA)."""
+    p = prompts or {}
+    cfg_kw = {"cfg_scale": p["cfg_scale"]} if "cfg_scale" in p else {}
     cfg = cfg or TrainingConfig()
     d = tab_defaults.tab_defaults(cfg)
     with gr.Blocks(title="kohya-lite", analytics_enabled=False) as app:
@@ -84,12 +87,14 @@ def build_app(cfg: TrainingConfig | None = None, *, config_path: str = "", confi
                 page = lora_tab.build(cfg, worker, app, config_path, config_status, intro)
             with gr.Tab("Generate", id="generate"):
                 gen = generate_tab.build(model_path=d.model_path, lora_dir=d.lora_dir, output_dir=None,
-                                         v_prediction=d.v_prediction, width=d.width, height=d.height)
+                                         v_prediction=d.v_prediction, width=d.width, height=d.height,
+                                         prompt=p.get("prompt", ""), **cfg_kw)
             with gr.Tab("LoRA library", id="library"):
                 lib = library_tab.build(lora_dir=d.lora_dir, prompt=gen.prompt)
             with gr.Tab("Epoch grid", id="grid"):
                 grid = grid_tab.build(output_dir=d.output_dir, model_path=d.model_path, lora_dir=d.lora_dir,
-                                      name=d.output_name, v_prediction=d.v_prediction, width=d.width, height=d.height)
+                                      name=d.output_name, v_prediction=d.v_prediction, width=d.width, height=d.height,
+                                      prompt=p.get("grid_prompt", ""), **cfg_kw)
             with gr.Tab("Utilities", id="utilities"):
                 utilities_tab.build(page)
         tab_defaults.link(page, gen, lib, grid)

@@ -85,7 +85,7 @@ def run(model_path: str, v_prediction: bool, lora_dir: str, prompt: str, negativ
 
 def build(*, model_path: str = "", lora_dir: str = str(DEFAULT_LORA_DIR), output_dir: str | Path | None = None,
           cache: ModelCache = MODEL_CACHE, v_prediction: bool = False, width: int = 512,
-          height: int = 512) -> GenerateTab:
+          height: int = 512, prompt: str = "", cfg_scale: float = DEFAULT_CFG) -> GenerateTab:
     """The tab's components, inside the caller's Blocks/Tab context (the app passes `ui.tab_defaults`: the
     training config's model, output folder and resolution)."""
     gr.Markdown("Write the prompt with `<lora:NAME:WEIGHT>` tags (NAME = file in the LoRA folder; "
@@ -97,12 +97,13 @@ def build(*, model_path: str = "", lora_dir: str = str(DEFAULT_LORA_DIR), output
         v_pred = gr.Checkbox(v_prediction, label="V-prediction", info="SD2 768-v single files", elem_id="gen-vpred")
     lora_box, _ = path_field(FieldSpec("gen_lora_dir", "LoRA folder", "searched recursively for <lora:NAME> tags",
                                        "path", "generate"), lora_dir)
-    prompt = gr.Textbox(label="Prompt", lines=3, elem_id="gen-prompt", placeholder="zkz dog, photo <lora:zkz:0.8>")
+    prompt = gr.Textbox(prompt, label="Prompt", lines=3, elem_id="gen-prompt",
+                        placeholder="zkz dog, photo <lora:zkz:0.8>")
     negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="gen-negative")
     with gr.Row():
         sampler = gr.Dropdown(choices=list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler", elem_id="gen-sampler")
         steps = gr.Slider(1, 150, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="gen-steps")
-        cfg = gr.Slider(0, 30, value=DEFAULT_CFG, step=0.5, label="CFG scale", elem_id="gen-cfg")
+        cfg = gr.Slider(0, 30, value=cfg_scale, step=0.5, label="CFG scale", elem_id="gen-cfg")
         seed = gr.Number(-1, precision=0, label="Seed", info="-1 = random", elem_id="gen-seed")
     with gr.Row():
         width = gr.Slider(64, 2048, value=width, step=8, label="Width", info="512 for SD1/SD2, 1024 for SDXL",

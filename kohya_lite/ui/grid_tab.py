@@ -109,7 +109,7 @@ def run(output_dir: str, name: str | None, model_path: str, v_prediction: bool, 
 
 def build(*, output_dir: str = "", model_path: str = "", lora_dir: str = str(DEFAULT_LORA_DIR),
           cache: ModelCache = MODEL_CACHE, name: str = "", v_prediction: bool = False, width: int = 512,
-          height: int = 512) -> GridTab:
+          height: int = 512, prompt: str = "", cfg_scale: float = DEFAULT_CFG) -> GridTab:
     gr.Markdown("Renders one seeded prompt for every epoch checkpoint (rows) at every LoRA weight (columns). "
                 "Weight 0 is the base model.")
     out_box, _ = path_field(FieldSpec("grid_output_dir", "Training output folder",
@@ -125,7 +125,7 @@ def build(*, output_dir: str = "", model_path: str = "", lora_dir: str = str(DEF
         v_pred = gr.Checkbox(v_prediction, label="V-prediction", elem_id="grid-vpred")
     lora_box, _ = path_field(FieldSpec("grid_lora_dir", "LoRA folder", "for extra <lora:…> tags in the prompt",
                                        "path", "grid"), lora_dir)
-    prompt = gr.Textbox(label="Prompt", lines=2, elem_id="grid-prompt")
+    prompt = gr.Textbox(prompt, label="Prompt", lines=2, elem_id="grid-prompt")
     negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="grid-negative")
     with gr.Row():
         weights = gr.Textbox(",".join(format_weight(w) for w in DEFAULT_WEIGHTS), label="Weights",
@@ -134,7 +134,7 @@ def build(*, output_dir: str = "", model_path: str = "", lora_dir: str = str(DEF
         seed = gr.Number(1, precision=0, label="Seed", info="-1 = random (one seed for all cells)", elem_id="grid-seed")
     with gr.Row():
         steps = gr.Slider(1, 150, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="grid-steps")
-        cfg = gr.Slider(0, 30, value=DEFAULT_CFG, step=0.5, label="CFG scale", elem_id="grid-cfg")
+        cfg = gr.Slider(0, 30, value=cfg_scale, step=0.5, label="CFG scale", elem_id="grid-cfg")
         width = gr.Slider(64, 2048, value=width, step=8, label="Width", elem_id="grid-width")
         height = gr.Slider(64, 2048, value=height, step=8, label="Height", elem_id="grid-height")
     button = gr.Button("Render grid", variant="primary", elem_id="grid-run")
