@@ -96,14 +96,14 @@ def test_page_order_run_bar_in_view_and_tab_screenshots(browser, server):
 def test_preset_then_check_shows_the_error_beside_the_field(page, server, workdir):
     choose(page, "cfg-open", "preset: CPU demo (tiny model)")
     wait_text(page, "cfg-status", "Applied preset")
-    assert field_value(page, "f-learning_rate") == "0.001"
+    assert field_value(page, "f-learning_rate") == "0.003"
     assert field_value(page, "f-max_resolution") == "64,64"
     assert field_value(page, "f-optimizer") == "AdamW"
     assert field_value(page, "cfg-path") == "", "a preset does not change the config path"
     assert "unsaved" in page.locator("#cfg-dirty").inner_text()
 
     fill(page, "f-train_data_dir", str(workdir / "project" / "img"))
-    plan = "3 images × 5 repeats × 3 epochs ÷ batch 2 = 24 steps"
+    plan = "3 images × 5 repeats × 6 epochs ÷ batch 4 = 24 steps"
     wait_text(page, "step-summary", plan)
     page.get_by_role("button", name="Check").click()  # the same step-plan text after Check
     assert plan in wait_text(page, "problems-all", "Not ready")
