@@ -17,7 +17,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kohya_lite.captioning import (BlipCaptioner, BlipOptions, WD14Options, WD14Tagger, caption_blip,  # noqa: E402
                                    caption_wd14, find_images, load_rgb, preprocess_wd14)
 from kohya_lite.captioning.tiny import build_tiny_blip, build_tiny_wd14  # noqa: E402
+from timing import best_of  # noqa: E402
 
 
 def make_images(folder: Path, count: int, size: int) -> None:
@@ -40,15 +40,6 @@ def make_images(folder: Path, count: int, size: int) -> None:
         noise = rng.normal(0, 12, (size, size, 3))
         pixels = np.clip(base + grad + noise, 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"img_{i:03d}.jpg", quality=90)
-
-
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def chunks(items, n):

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kohya_lite.check import run_check  # noqa: E402
 from kohya_lite.config import TrainingConfig  # noqa: E402
 from kohya_lite.media import check_image  # noqa: E402
+from timing import best_of  # noqa: E402
 
 
 def image_problem(path: str | Path) -> str | None:
@@ -72,15 +73,6 @@ def make_images(folder: Path, count: int, width: int, height: int) -> list[Path]
     for original in originals.values():
         original.unlink()
     return paths
-
-
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> int:

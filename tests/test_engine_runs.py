@@ -9,18 +9,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from engine_helpers import train_collect
 from dataset_helpers import make_images, tiny_config
-from kohya_lite.config import merge_config
-from kohya_lite.engine.events import EventWriter
-from kohya_lite.engine.train import train
 from kohya_lite.errors import UserError
 
 
-def _train(cfg_dict, **kw):
-    cfg, _ = merge_config(cfg_dict)
-    events = []
-    result = train(cfg, events=EventWriter(listener=events.append), progress_bar=False, **kw)
-    return result, events
+_train = train_collect
 
 
 def _of(events, kind):

@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from engine_helpers import train_collect
 from dataset_helpers import make_images, tiny_config, write_config
 from kohya_lite.config import merge_config
 from kohya_lite.engine.events import EventWriter, read_events
@@ -86,11 +87,7 @@ def test_train_cli_writes_epoch_and_final_files(family, tmp_path, request):
     assert prefixes <= {"unet", "te", "te1", "te2"}
 
 
-def _train(cfg_dict, **kw):
-    cfg, _ = merge_config(cfg_dict)
-    events = []
-    result = train(cfg, events=EventWriter(listener=events.append), progress_bar=False, **kw)
-    return result, events
+_train = train_collect
 
 
 def test_loss_falls_when_overfitting_one_image(tiny_sd1_dir, tmp_path):

@@ -9,7 +9,56 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from kohya_lite.errors import UserError
 from kohya_lite.network import naming
+
+
+class HookedAdapter(nn.Module):
+    """An adapter module around `org_module` that takes over its forward while applied. The base module is kept
+    in a tuple, so it is not registered as a child (and not saved with the adapter)."""
+
+    def __init__(self, org_module: nn.Module):
+        super().__init__()
+        self._org = (org_module,)
+        self._org_forward = None
+        self._had_own_forward = False
+
+    @property
+    def org_module(self) -> nn.Module:
+        return self._org[0]
+
+    @property
+    def applied(self) -> bool:
+        return self._org_forward is not None
+
+    def apply_to(self) -> None:
+        """Route the original module's forward through this adapter (idempotent)."""
+        if self._org_forward is None:
+            org = self.org_module
+            self._had_own_forward = "forward" in vars(org)
+            self._org_forward = org.forward
+            org.forward = self.forward
+
+    def restore(self) -> None:
+        """Undo `apply_to`: the original module behaves exactly as before."""
+        if self._org_forward is not None:
+            org = self.org_module
+            if self._had_own_forward:
+                org.forward = self._org_forward
+            else:
+                vars(org).pop("forward", None)
+            self._org_forward = None
+
+
+def weights_mismatch(kind: str, missing: list[str], unexpected: list[str], fix: str) -> UserError:
+    """The error for a weights file whose modules do not match the network (`kind`: 'LoRA', 'LyCORIS')."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} network modules are not in the file (first: {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} file modules are not in the network (first: {unexpected[0]})")
+    return UserError(f"the {kind} weights do not match the network: " + "; ".join(parts), field="network_weights",
+                     fix=fix)
 
 
 class AdapterNetwork(nn.Module):

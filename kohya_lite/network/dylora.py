@@ -22,14 +22,14 @@ import torch
 from torch import nn
 
 from kohya_lite.errors import UserError
-from kohya_lite.network.base import AdapterNetwork
+from kohya_lite.network.base import AdapterNetwork, HookedAdapter
 from kohya_lite.network.lora import LoadResult, _alpha_value, find_targets
 
 
-class DyLoRAModule(nn.Module):
+class DyLoRAModule(HookedAdapter):
     def __init__(self, lora_name: str, org_module: nn.Module, *, rank: int, alpha: float | None, unit: int = 1,
                  multiplier: float = 1.0):
-        super().__init__()
+        super().__init__(org_module)
         if rank % unit:
             raise UserError(f"the rank {rank} is not a multiple of the DyLoRA unit {unit}", field="unit",
                             fix="make network_dim a multiple of the unit (e.g. rank 16, unit 4)")
@@ -53,28 +53,6 @@ class DyLoRAModule(nn.Module):
         self.scale = alpha / self.lora_dim
         self.register_buffer("alpha", torch.tensor(alpha, device=weight.device))
         self.multiplier = multiplier
-        self._org = (org_module,)
-        self._org_forward = None
-
-    @property
-    def org_module(self) -> nn.Module:
-        return self._org[0]
-
-    def apply_to(self) -> None:
-        if self._org_forward is None:
-            org = self.org_module
-            self._had_own_forward = "forward" in vars(org)
-            self._org_forward = org.forward
-            org.forward = self.forward
-
-    def restore(self) -> None:
-        if self._org_forward is not None:
-            org = self.org_module
-            if self._had_own_forward:
-                org.forward = self._org_forward
-            else:
-                vars(org).pop("forward", None)
-            self._org_forward = None
 
     def _pick_block(self) -> int:
         """Training: the block whose rows learn this step (the rest are frozen); returns its first rank."""

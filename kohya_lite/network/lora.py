@@ -17,7 +17,7 @@ from torch import nn
 
 from kohya_lite.errors import UserError
 from kohya_lite.network import naming
-from kohya_lite.network.base import AdapterNetwork, component_of_name
+from kohya_lite.network.base import AdapterNetwork, HookedAdapter, component_of_name, weights_mismatch
 
 UNET_TARGETS = ("Transformer2DModel",)
 UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
@@ -31,14 +31,14 @@ def _alpha_value(alpha: Any, rank: int) -> float:
     return float(rank) if alpha is None or alpha == 0 else float(alpha)
 
 
-class LoRAModule(nn.Module):
+class LoRAModule(HookedAdapter):
     """One LoRA adapter around `org_module` (Linear, or Conv2d with any kernel: down keeps the kernel,
     stride and padding; up is 1×1)."""
 
     def __init__(self, lora_name: str, org_module: nn.Module, *, rank: int, alpha: float | None = None,
                  multiplier: float = 1.0, dropout: float = 0.0, rank_dropout: float = 0.0,
                  module_dropout: float = 0.0, frozen_down: bool = False):
-        super().__init__()
+        super().__init__(org_module)
         self.lora_name = lora_name
         self.lora_dim = int(rank)
         weight = org_module.weight
@@ -66,39 +66,10 @@ class LoRAModule(nn.Module):
         self.dropout = dropout or 0.0
         self.rank_dropout = rank_dropout or 0.0
         self.module_dropout = module_dropout or 0.0
-        self._org = (org_module,)  # a tuple, so the base module is not registered as a child
-        self._org_forward = None
-        self._had_own_forward = False
-
-    @property
-    def org_module(self) -> nn.Module:
-        return self._org[0]
 
     @property
     def is_conv(self) -> bool:
         return isinstance(self.lora_down, nn.Conv2d)
-
-    @property
-    def applied(self) -> bool:
-        return self._org_forward is not None
-
-    def apply_to(self) -> None:
-        """Route the original module's forward through this adapter (idempotent)."""
-        if self._org_forward is None:
-            org = self.org_module
-            self._had_own_forward = "forward" in vars(org)
-            self._org_forward = org.forward
-            org.forward = self.forward
-
-    def restore(self) -> None:
-        """Undo `apply_to`: the original module behaves exactly as before."""
-        if self._org_forward is not None:
-            org = self.org_module
-            if self._had_own_forward:
-                org.forward = self._org_forward
-            else:
-                vars(org).pop("forward", None)
-            self._org_forward = None
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         org_forward = self._org_forward or type(self.org_module).forward.__get__(self.org_module)
@@ -360,15 +331,9 @@ class LoRANetwork(AdapterNetwork):
                 lora.scale = alpha / lora.lora_dim
             result.loaded += 1
         if strict and (result.missing or result.unexpected):
-            parts = []
-            if result.missing:
-                parts.append(f"{len(result.missing)} network modules are not in the file (first: {result.missing[0]})")
-            if result.unexpected:
-                parts.append(f"{len(result.unexpected)} file modules are not in the network "
-                             f"(first: {result.unexpected[0]})")
-            raise UserError("the LoRA weights do not match the network: " + "; ".join(parts), field="network_weights",
-                            fix="use weights trained on the same model family with the same LoRA type, "
-                                "or tick 'dim_from_weights'")
+            raise weights_mismatch("LoRA", result.missing, result.unexpected,
+                                   fix="use weights trained on the same model family with the same LoRA type, "
+                                       "or tick 'dim_from_weights'")
         return result
 
     # -- max-norm regularisation --

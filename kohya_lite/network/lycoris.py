@@ -41,7 +41,7 @@ from torch import nn
 from kohya_lite.config import LYCORIS_PRESETS, TrainingConfig
 from kohya_lite.errors import UserError
 from kohya_lite.network import naming
-from kohya_lite.network.base import AdapterNetwork, component_of_name
+from kohya_lite.network.base import AdapterNetwork, component_of_name, weights_mismatch
 from kohya_lite.network.lora import LoadResult, ModuleIndex, _unet_layout, te_root
 
 NETWORK_MODULE = "lycoris.kohya"
@@ -342,16 +342,9 @@ class LycorisNetwork(AdapterNetwork):
         result.unexpected = sorted(set(file_groups) - set(mine))
         result.missing = sorted(set(mine) - set(file_groups))
         if strict and (result.missing or result.unexpected):
-            parts = []
-            if result.missing:
-                parts.append(f"{len(result.missing)} network modules are not in the file (first: {result.missing[0]})")
-            if result.unexpected:
-                parts.append(f"{len(result.unexpected)} file modules are not in the network "
-                             f"(first: {result.unexpected[0]})")
-            raise UserError("the LyCORIS weights do not match the network: " + "; ".join(parts),
-                            field="network_weights",
-                            fix="use weights trained with the same LoRA type, preset and options, or tick "
-                                "'dim_from_weights'")
+            raise weights_mismatch("LyCORIS", result.missing, result.unexpected,
+                                   fix="use weights trained with the same LoRA type, preset and options, or tick "
+                                       "'dim_from_weights'")
         for name in sorted(set(file_groups) & set(mine)):
             lora, group = mine[name], file_groups[name]
             expected = set(lora.state_dict())
