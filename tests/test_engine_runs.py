@@ -194,3 +194,32 @@ def test_an_image_damaged_after_check_is_named(tiny_sd1_dir, tmp_path, workers, 
     with pytest.raises(UserError) as e:
         _train(tiny_config(tiny_sd1_dir, tmp_path, cache_latents=False, epoch=1, max_data_loader_n_workers=workers))
     assert e.value.file == str(paths[1]) and "cannot be decoded" in e.value.message and "re-save" in e.value.fix
+
+
+def test_channels_last_trains_the_same_lora(tiny_sd1_dir, tmp_path, monkeypatch):
+    """`channels_last` (on by default) puts the UNet's convolutions in channels-last memory format; the LoRA it
+    trains matches the one trained in the default layout up to rounding."""
+    from diffusers import UNet2DConditionModel
+
+    layouts = []
+    forward = UNet2DConditionModel.forward
+
+    def spy(self, *args, **kwargs):
+        layouts.append(self.conv_in.weight.is_contiguous(memory_format=torch.channels_last))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", spy)
+    trained = {}
+    for channels_last in (False, True):
+        root = tmp_path / str(channels_last)
+        make_images(root / "img" / "2_zkz object", 2)
+        cfg = tiny_config(tiny_sd1_dir, root, channels_last=channels_last, epoch=1, save_every_n_epochs=0,
+                          save_precision="float")
+        layouts.clear()
+        result, _ = _train(cfg)
+        assert layouts and set(layouts) == {channels_last}
+        trained[channels_last] = load_file(result.final_path)
+    assert trained[True].keys() == trained[False].keys()
+    for key, value in trained[False].items():
+        torch.testing.assert_close(trained[True][key], value, rtol=1e-3, atol=1e-5, msg=key)
+    assert any(v.abs().sum() > 0 for k, v in trained[True].items() if k.endswith("lora_up.weight")), "it trained"

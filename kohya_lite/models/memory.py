@@ -10,6 +10,10 @@ full-size counts for .ckpt files), the rest from the config.
     caches        cached latents (and text-encoder outputs)
     runtime       the Python process (CPU) or the CUDA context (GPU)
 
+On a CPU, loading can peak above training: while a model file is converted to the weight dtype its pages are
+mapped into the process too (the UNet's file next to the UNet for a diffusers folder, the whole file for a
+single checkpoint). The estimate is the larger of the two.
+
 The per-family activation constants were measured on the full-size architectures (benchmarks/bench_full.py
 prints the estimate next to the measured peak); they are calibrated for the CPU and scaled for GPUs.
 """
@@ -45,11 +49,16 @@ DTYPE_BYTES = {"no": 4, "fp16": 2, "bf16": 2}
 @dataclass
 class MemoryEstimate:
     device: str
-    parts: dict[str, float] = field(default_factory=dict)  # name → bytes
+    parts: dict[str, float] = field(default_factory=dict)  # name → bytes, while training
+    loading: float = 0.0  # bytes at the peak of loading the model (CPU: the file being read is mapped too)
+
+    @property
+    def training(self) -> float:
+        return sum(self.parts.values())
 
     @property
     def total(self) -> float:
-        return sum(self.parts.values())
+        return max(self.training, self.loading)
 
     @property
     def total_gb(self) -> float:
@@ -58,6 +67,9 @@ class MemoryEstimate:
     def summary(self) -> str:
         where = "GPU memory" if self.device == "cuda" else "RAM"
         parts = ", ".join(f"{k} {v / GB:.1f}" for k, v in self.parts.items() if v >= 0.05 * GB)
+        if self.loading > self.training:
+            return (f"about {self.total_gb:.1f} GB of {where} while loading the model, "
+                    f"{self.training / GB:.1f} GB while training ({parts} GB)")
         return f"about {self.total_gb:.1f} GB of {where} ({parts} GB)"
 
 
@@ -87,6 +99,25 @@ def model_params(path: str | Path, family: str) -> dict[str, int]:
     if not counts["unet"]:
         return dict(FULL_SIZE_PARAMS[family])
     return counts
+
+
+def model_file_bytes(path: str | Path) -> tuple[float, float]:
+    """(bytes of the largest UNet file a diffusers folder loads, bytes of the largest other component file), or
+    (the whole file, 0) for a single checkpoint; (0, 0) when nothing can be read."""
+    p = Path(str(path)).expanduser()
+    try:
+        if p.is_file():
+            return float(p.stat().st_size), 0.0
+        if p.is_dir():
+            def largest(sub: str) -> float:
+                files = sorted((p / sub).glob("*.safetensors"))
+                plain = [f for f in files if ".fp16." not in f.name]  # the loader prefers these over the fp16 variant
+                return max((f.stat().st_size for f in plain or files), default=0)
+
+            return float(largest("unet")), float(max(largest(s) for s in ("text_encoder", "text_encoder_2", "vae")))
+    except OSError:
+        pass
+    return 0.0, 0.0
 
 
 def _header_entries(header: dict):
@@ -138,7 +169,15 @@ def estimate_memory(cfg, plan=None, *, device: str = "cpu", params: dict[str, in
     images = num_images if num_images is not None else (plan.num_images if plan else 0)
     parts["caches"] = images * latent_pixels * 4 * 4 * (2 if cfg.flip_aug else 1) if cached else 0.0
     parts["runtime"] = RUNTIME_BYTES["cuda" if device == "cuda" else "cpu"]
-    return MemoryEstimate(device, parts)
+    loading = 0.0
+    if device != "cuda":  # a GPU loads on the CPU first: its memory never holds the file
+        unet_file, other_file = model_file_bytes(cfg.pretrained_model_name_or_path)
+        unet_weights = params["unet"] * wbytes
+        if unet_file and not other_file and Path(str(cfg.pretrained_model_name_or_path)).is_file():
+            loading = parts["runtime"] + unet_file + parts["weights"]  # a single file is read whole
+        elif unet_file:  # the UNet loads first, then the smaller components
+            loading = parts["runtime"] + max(unet_weights + unet_file, parts["weights"] + other_file)
+    return MemoryEstimate(device, parts, loading)
 
 
 def free_memory() -> tuple[str, float | None]:
