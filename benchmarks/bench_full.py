@@ -11,9 +11,8 @@ then each kohya-lite mode's ratios to the bare loop.
 
 Modes: `bare` the floor (fp32, nothing cached); `uncached` kohya-lite fp32 with nothing cached (text-encoder
 outputs kept fresh through caption_dropout_every_n_epochs); `defaults` kohya-lite as a kohya_ss config runs it
-(mixed_precision fp16, which is bf16 on a CPU that has it; latents and text-encoder outputs cached; the UNet in
-channels-last memory format); `contiguous` and `uncached_contiguous` the same two without channels-last, to
-show what that layout gains.
+(mixed_precision fp16, which is bf16 on a CPU that has it; latents and text-encoder outputs cached);
+`channels_last` and `uncached_channels_last` the same two with the UNet in channels-last memory format.
 """
 
 from __future__ import annotations
@@ -94,9 +93,9 @@ def main() -> int:
     modes = {
         "uncached": dict(common, mixed_precision="no", cache_latents=False, caption_dropout_every_n_epochs=1000),
         "defaults": dict(common, mixed_precision="fp16", cache_latents=True),
-        "contiguous": dict(common, mixed_precision="fp16", cache_latents=True, channels_last=False),
-        "uncached_contiguous": dict(common, mixed_precision="no", cache_latents=False,
-                                    caption_dropout_every_n_epochs=1000, channels_last=False),
+        "channels_last": dict(common, mixed_precision="fp16", cache_latents=True, channels_last=True),
+        "uncached_channels_last": dict(common, mixed_precision="no", cache_latents=False,
+                                       caption_dropout_every_n_epochs=1000, channels_last=True),
     }
     wanted = args.modes.split(",")
     results: dict[str, list[dict]] = {m: [] for m in wanted}

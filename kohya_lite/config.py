@@ -183,7 +183,7 @@ class TrainingConfig:
     stop_text_encoder_training: int = 0
     # memory and precision
     gradient_checkpointing: bool = False
-    channels_last: bool = True  # kohya-lite's own: the UNet in channels-last memory format (faster in bf16/fp16)
+    channels_last: bool = False  # kohya-lite's own: the UNet in channels-last memory format
     dynamo_backend: str = "no"  # torch.compile through accelerate ("inductor"), as kohya_ss's accelerate option
     gradient_accumulation_steps: int = 1
     full_fp16: bool = False

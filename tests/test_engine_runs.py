@@ -197,7 +197,7 @@ def test_an_image_damaged_after_check_is_named(tiny_sd1_dir, tmp_path, workers, 
 
 
 def test_channels_last_trains_the_same_lora(tiny_sd1_dir, tmp_path, monkeypatch):
-    """`channels_last` (on by default) puts the UNet's convolutions in channels-last memory format; the LoRA it
+    """`channels_last` puts the UNet's convolutions in channels-last memory format; the LoRA it
     trains matches the one trained in the default layout up to rounding."""
     from diffusers import UNet2DConditionModel
 

@@ -239,7 +239,7 @@ FIELD_SPECS: list[FieldSpec] = [
     _f("full_fp16", "Full fp16 training (experimental)", "", "bool", "advanced"),
     _f("full_bf16", "Full bf16 training (experimental)", "", "bool", "advanced"),
     _f("gradient_checkpointing", "Gradient checkpointing", "less memory, slower", "bool", "advanced"),
-    _f("channels_last", "Channels-last UNet", "the convolutions' faster memory layout in bf16/fp16 (on by default)",
+    _f("channels_last", "Channels-last UNet", "another memory layout for the convolutions; measure it on your GPU (benchmarks/bench_full.py)",
        "bool", "advanced"),
     _f("dynamo_backend", "Dynamo backend", "torch.compile the UNet ('inductor'); the first steps are slow", "choice",
        "accelerate", ("no", "inductor", "eager", "aot_eager", "cudagraphs")),
