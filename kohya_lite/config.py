@@ -289,6 +289,22 @@ def unet_lr_of(cfg: TrainingConfig) -> float:
     return cfg.unet_lr or cfg.learning_rate
 
 
+CACHING_PIXELS = 4 * 512 * 512  # what one VAE batch encodes when vae_batch_size is 0 (automatic)
+
+
+def vae_batch_of(cfg: TrainingConfig) -> int:
+    """Images per VAE batch while caching latents: `vae_batch_size`, or automatically as many images of
+    `max_resolution` as make 4 × 512²  pixels (4 at 512 px, 1 at 1024 px), so the encoder's transient stays
+    bounded (sd-scripts' default is 1)."""
+    if cfg.vae_batch_size > 0:
+        return cfg.vae_batch_size
+    try:
+        w, h = parse_resolution(cfg.max_resolution)
+    except UserError:
+        return 1
+    return max(1, min(4, CACHING_PIXELS // (w * h)))
+
+
 def te_lr_of(cfg: TrainingConfig) -> float:
     """Effective text-encoder LR: 0 ⇒ UNet only (kohya: network_train_unet_only)."""
     if cfg.text_encoder_lr == 0 and cfg.unet_lr != 0:

@@ -2,7 +2,6 @@
 model files' headers, how each setting moves it, the CPU loading peak, and the warning when it will not fit.
 How close it comes to a measured peak on the full-size architectures is benchmarks/bench_full.py's job."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -65,22 +64,51 @@ def test_on_a_cpu_loading_the_unet_can_peak_above_training(tiny_sd1_dir, tiny_sd
     est = estimate_memory(cfg, device="cpu", num_images=10)
     unet_file = (tiny_sd1_dir / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size
     assert model_file_bytes(tiny_sd1_dir)[0] == unet_file
-    assert est.loading == pytest.approx(est.parts["runtime"] + max(
+    assert est.peaks["loading the model"] == pytest.approx(est.parts["runtime"] + max(
         model_params(tiny_sd1_dir, "sd1")["unet"] * 2 + unet_file,
         est.parts["weights"] + model_file_bytes(tiny_sd1_dir)[1]))
-    assert est.total == max(est.training, est.loading)
+    assert est.total == max([est.training, *est.peaks.values()])
     on_gpu = estimate_memory(cfg, device="cuda", num_images=10)
-    assert on_gpu.loading == 0, "a GPU never holds the file"
+    assert "loading the model" not in on_gpu.peaks, "a GPU never holds the file"
 
     single = estimate_memory(_cfg(tiny_sd1_single_file, tmp_path, mixed_precision="bf16"), device="cpu", num_images=10)
-    assert single.loading == pytest.approx(single.parts["runtime"] + tiny_sd1_single_file.stat().st_size
-                                           + single.parts["weights"])
+    assert single.peaks["loading the model"] == pytest.approx(
+        single.parts["runtime"] + tiny_sd1_single_file.stat().st_size + single.parts["weights"])
+
+
+@pytest.mark.parametrize("resolution,explicit,batch", [
+    ("512,512", 0, 4), ("640,640", 0, 2), ("768,768", 0, 1), ("1024,1024", 0, 1), ("256,256", 0, 4), ("1024,1024", 3, 3)])
+def test_the_automatic_vae_batch_keeps_caching_bounded(tiny_sd1_dir, tmp_path, resolution, explicit, batch):
+    from kohya_lite.config import vae_batch_of
+
+    assert vae_batch_of(_cfg(tiny_sd1_dir, tmp_path, max_resolution=resolution, vae_batch_size=explicit)) == batch
+
+
+def test_caching_peaks_with_a_vae_batch_in_the_vae_dtype(tiny_sdxl_dir, tmp_path):
+    """SDXL's 'no half' VAE encodes in fp32: its transient is twice the half-precision VAE's; four images a batch
+    unless vae_batch_size says otherwise, never more than there are images."""
+    def caching(**kw):
+        cfg = _cfg(tiny_sdxl_dir, tmp_path, sdxl=True, max_resolution="128,128", mixed_precision="bf16", **kw)
+        est = estimate_memory(cfg, device="cuda", num_images=10)
+        return est.peaks["caching latents"] - est.parts["weights"] - est.parts["runtime"]
+
+    fp32 = caching(sdxl_no_half_vae=True)
+    assert fp32 == pytest.approx(4 * 128 * 128 * memory.VAE_ENCODE_PER_PIXEL * 4)
+    assert caching(sdxl_no_half_vae=False) == pytest.approx(fp32 / 2)
+    assert caching(sdxl_no_half_vae=True, vae_batch_size=1) == pytest.approx(fp32 / 4)
+    cfg = _cfg(tiny_sdxl_dir, tmp_path, sdxl=True, max_resolution="128,128")
+    two = estimate_memory(cfg, device="cuda", num_images=2)
+    assert two.peaks["caching latents"] - two.parts["weights"] - two.parts["runtime"] == pytest.approx(fp32 / 2)
+    uncached = estimate_memory(_cfg(tiny_sdxl_dir, tmp_path, sdxl=True, cache_latents=False), device="cuda",
+                               num_images=10)
+    assert "caching latents" not in uncached.peaks
 
 
 def test_the_summary_names_the_loading_peak_only_when_it_is_the_larger():
-    est = memory.MemoryEstimate("cpu", {"weights": 2 * GB, "runtime": 0.5 * GB}, loading=3.5 * GB)
+    est = memory.MemoryEstimate("cpu", {"weights": 2 * GB, "runtime": 0.5 * GB},
+                                {"loading the model": 3.5 * GB, "caching latents": 3 * GB})
     assert est.summary() == "about 3.5 GB of RAM while loading the model, 2.5 GB while training (weights 2.0, runtime 0.5 GB)"
-    est.loading = 1 * GB
+    est.peaks = {"loading the model": 1 * GB}
     assert est.summary() == "about 2.5 GB of RAM (weights 2.0, runtime 0.5 GB)"
     assert memory.MemoryEstimate("cuda", {"weights": 1 * GB}).summary() == "about 1.0 GB of GPU memory (weights 1.0 GB)"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from kohya_lite.check import CheckResult, run_check
-from kohya_lite.config import TrainingConfig, parse_resolution, te_lr_of, unet_lr_of
+from kohya_lite.config import TrainingConfig, parse_resolution, te_lr_of, unet_lr_of, vae_batch_of
 from kohya_lite.dataset.buckets import BucketSettings
 from kohya_lite.dataset.loader import TrainingSet, build_training_set, cache_latents
 from kohya_lite.dataset.steps import StepPlan, plan_steps
@@ -90,8 +90,8 @@ def encode_all_latents(cfg: TrainingConfig, ctx: RunContext, model, data: Traini
                        stop, *, show_bar: bool = False) -> bool:
     """Cache every item's latents (in memory, or on disk with cache_latents_to_disk) as a phase of its own:
     `progress` events and a bar, its seconds in the log. False if stopped meanwhile. The VAE then leaves the
-    accelerator. VAE batches default to 4 images (vae_batch_size 0), so caching costs less per image than the
-    per-step encode it replaces."""
+    accelerator. A VAE batch is 4 images up to 512 px, fewer above (`config.vae_batch_of`), so caching costs less
+    per image than the per-step encode it replaces and its transient stays bounded."""
     from tqdm import tqdm
 
     started = time.time()
@@ -107,7 +107,7 @@ def encode_all_latents(cfg: TrainingConfig, ctx: RunContext, model, data: Traini
 
     cache_dir = ctx.out_dir / ".latent_cache" if cfg.cache_latents_to_disk else None
     try:
-        cache_latents(data.items, model.vae, flip_aug=cfg.flip_aug, batch_size=cfg.vae_batch_size or 4,
+        cache_latents(data.items, model.vae, flip_aug=cfg.flip_aug, batch_size=vae_batch_of(cfg),
                       cache_dir=cache_dir, generator=ctx.noise_generator, progress=progress)
     except _StopCaching:
         return False

@@ -10,9 +10,12 @@ full-size counts for .ckpt files), the rest from the config.
     caches        cached latents (and text-encoder outputs)
     runtime       the Python process (CPU) or the CUDA context (GPU)
 
-On a CPU, loading can peak above training: while a model file is converted to the weight dtype its pages are
-mapped into the process too (the UNet's file next to the UNet for a diffusers folder, the whole file for a
-single checkpoint). The estimate is the larger of the two.
+Two phases before training can peak above it, and the estimate is the largest of the three:
+    loading the model   on a CPU, while a model file is converted to the weight dtype its pages are mapped into
+                        the process too (the UNet's file next to the UNet for a diffusers folder, the whole file
+                        for a single checkpoint)
+    caching latents     the VAE encoder's transient for one VAE batch (`config.vae_batch_of`) in the
+                        VAE's dtype (fp32 for SDXL's 'no half' VAE), next to the weights
 
 The per-family activation constants were measured on the full-size architectures (benchmarks/bench_full.py
 prints the estimate next to the measured peak); they are calibrated for the CPU and scaled for GPUs.
@@ -50,7 +53,7 @@ DTYPE_BYTES = {"no": 4, "fp16": 2, "bf16": 2}
 class MemoryEstimate:
     device: str
     parts: dict[str, float] = field(default_factory=dict)  # name → bytes, while training
-    loading: float = 0.0  # bytes at the peak of loading the model (CPU: the file being read is mapped too)
+    peaks: dict[str, float] = field(default_factory=dict)  # phase before training ('loading the model', …) → bytes
 
     @property
     def training(self) -> float:
@@ -58,7 +61,7 @@ class MemoryEstimate:
 
     @property
     def total(self) -> float:
-        return max(self.training, self.loading)
+        return max([self.training, *self.peaks.values()])
 
     @property
     def total_gb(self) -> float:
@@ -67,8 +70,9 @@ class MemoryEstimate:
     def summary(self) -> str:
         where = "GPU memory" if self.device == "cuda" else "RAM"
         parts = ", ".join(f"{k} {v / GB:.1f}" for k, v in self.parts.items() if v >= 0.05 * GB)
-        if self.loading > self.training:
-            return (f"about {self.total_gb:.1f} GB of {where} while loading the model, "
+        phase, peak = max(self.peaks.items(), key=lambda kv: kv[1], default=("", 0.0))
+        if peak > self.training:
+            return (f"about {self.total_gb:.1f} GB of {where} while {phase}, "
                     f"{self.training / GB:.1f} GB while training ({parts} GB)")
         return f"about {self.total_gb:.1f} GB of {where} ({parts} GB)"
 
@@ -136,7 +140,7 @@ def _header_params(header: dict) -> int:
 def estimate_memory(cfg, plan=None, *, device: str = "cpu", params: dict[str, int] | None = None,
                     num_images: int | None = None) -> MemoryEstimate:
     """The peak memory of training `cfg` (a TrainingConfig) on `device` ('cpu' or 'cuda')."""
-    from kohya_lite.config import parse_resolution, te_lr_of, unet_lr_of
+    from kohya_lite.config import parse_resolution, te_lr_of, unet_lr_of, vae_batch_of
 
     family = cfg.family
     params = params or model_params(cfg.pretrained_model_name_or_path, family)
@@ -169,15 +173,21 @@ def estimate_memory(cfg, plan=None, *, device: str = "cpu", params: dict[str, in
     images = num_images if num_images is not None else (plan.num_images if plan else 0)
     parts["caches"] = images * latent_pixels * 4 * 4 * (2 if cfg.flip_aug else 1) if cached else 0.0
     parts["runtime"] = RUNTIME_BYTES["cuda" if device == "cuda" else "cpu"]
-    loading = 0.0
+    peaks: dict[str, float] = {}
     if device != "cuda":  # a GPU loads on the CPU first: its memory never holds the file
         unet_file, other_file = model_file_bytes(cfg.pretrained_model_name_or_path)
         unet_weights = params["unet"] * wbytes
         if unet_file and not other_file and Path(str(cfg.pretrained_model_name_or_path)).is_file():
-            loading = parts["runtime"] + unet_file + parts["weights"]  # a single file is read whole
+            peaks["loading the model"] = parts["runtime"] + unet_file + parts["weights"]  # a single file: whole
         elif unet_file:  # the UNet loads first, then the smaller components
-            loading = parts["runtime"] + max(unet_weights + unet_file, parts["weights"] + other_file)
-    return MemoryEstimate(device, parts, loading)
+            peaks["loading the model"] = parts["runtime"] + max(unet_weights + unet_file, parts["weights"] + other_file)
+    if cached:
+        vae_batch = vae_batch_of(cfg)
+        if images:
+            vae_batch = min(vae_batch, images)
+        peaks["caching latents"] = (parts["runtime"] + parts["weights"]
+                                    + vae_batch * w * h * VAE_ENCODE_PER_PIXEL * vae_bytes)
+    return MemoryEstimate(device, parts, peaks)
 
 
 def free_memory() -> tuple[str, float | None]:
