@@ -292,12 +292,14 @@ def unet_lr_of(cfg: TrainingConfig) -> float:
 CACHING_PIXELS = 4 * 512 * 512  # what one VAE batch encodes when vae_batch_size is 0 (automatic)
 
 
-def vae_batch_of(cfg: TrainingConfig) -> int:
-    """Images per VAE batch while caching latents: `vae_batch_size`, or automatically as many images of
-    `max_resolution` as make 4 × 512²  pixels (4 at 512 px, 1 at 1024 px), so the encoder's transient stays
-    bounded (sd-scripts' default is 1)."""
+def vae_batch_of(cfg: TrainingConfig, device: str = "cuda") -> int:
+    """Images per VAE batch while caching latents: `vae_batch_size`; automatically 1 on a CPU (batching does not
+    pay there: benchmarks/bench_caching.py), and on a GPU as many images of `max_resolution` as make 4 × 512²
+    pixels (4 at 512 px, 1 at 1024 px), so the encoder's transient stays bounded (sd-scripts' default is 1)."""
     if cfg.vae_batch_size > 0:
         return cfg.vae_batch_size
+    if device != "cuda":
+        return 1
     try:
         w, h = parse_resolution(cfg.max_resolution)
     except UserError:

@@ -76,12 +76,14 @@ def test_on_a_cpu_loading_the_unet_can_peak_above_training(tiny_sd1_dir, tiny_sd
         single.parts["runtime"] + tiny_sd1_single_file.stat().st_size + single.parts["weights"])
 
 
-@pytest.mark.parametrize("resolution,explicit,batch", [
-    ("512,512", 0, 4), ("640,640", 0, 2), ("768,768", 0, 1), ("1024,1024", 0, 1), ("256,256", 0, 4), ("1024,1024", 3, 3)])
-def test_the_automatic_vae_batch_keeps_caching_bounded(tiny_sd1_dir, tmp_path, resolution, explicit, batch):
+@pytest.mark.parametrize("resolution,explicit,device,batch", [
+    ("512,512", 0, "cuda", 4), ("640,640", 0, "cuda", 2), ("768,768", 0, "cuda", 1), ("1024,1024", 0, "cuda", 1),
+    ("256,256", 0, "cuda", 4), ("1024,1024", 3, "cuda", 3), ("256,256", 0, "cpu", 1), ("256,256", 2, "cpu", 2)])
+def test_the_automatic_vae_batch_keeps_caching_bounded(tiny_sd1_dir, tmp_path, resolution, explicit, device, batch):
     from kohya_lite.config import vae_batch_of
 
-    assert vae_batch_of(_cfg(tiny_sd1_dir, tmp_path, max_resolution=resolution, vae_batch_size=explicit)) == batch
+    cfg = _cfg(tiny_sd1_dir, tmp_path, max_resolution=resolution, vae_batch_size=explicit)
+    assert vae_batch_of(cfg, device) == batch
 
 
 def test_caching_peaks_with_a_vae_batch_in_the_vae_dtype(tiny_sdxl_dir, tmp_path):

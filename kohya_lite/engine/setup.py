@@ -90,8 +90,9 @@ def encode_all_latents(cfg: TrainingConfig, ctx: RunContext, model, data: Traini
                        stop, *, show_bar: bool = False) -> bool:
     """Cache every item's latents (in memory, or on disk with cache_latents_to_disk) as a phase of its own:
     `progress` events and a bar, its seconds in the log. False if stopped meanwhile. The VAE then leaves the
-    accelerator. A VAE batch is 4 images up to 512 px, fewer above (`config.vae_batch_of`), so caching costs less
-    per image than the per-step encode it replaces and its transient stays bounded."""
+    accelerator. The VAE batch (`config.vae_batch_of`) is 1 image on a CPU, and on a GPU 4 up to 512 px and fewer
+    above, so caching costs no more per image than the per-step encode it replaces and its transient stays
+    bounded."""
     from tqdm import tqdm
 
     started = time.time()
@@ -107,7 +108,7 @@ def encode_all_latents(cfg: TrainingConfig, ctx: RunContext, model, data: Traini
 
     cache_dir = ctx.out_dir / ".latent_cache" if cfg.cache_latents_to_disk else None
     try:
-        cache_latents(data.items, model.vae, flip_aug=cfg.flip_aug, batch_size=vae_batch_of(cfg),
+        cache_latents(data.items, model.vae, flip_aug=cfg.flip_aug, batch_size=vae_batch_of(cfg, ctx.device.type),
                       cache_dir=cache_dir, generator=ctx.noise_generator, progress=progress)
     except _StopCaching:
         return False

@@ -182,7 +182,7 @@ def estimate_memory(cfg, plan=None, *, device: str = "cpu", params: dict[str, in
         elif unet_file:  # the UNet loads first, then the smaller components
             peaks["loading the model"] = parts["runtime"] + max(unet_weights + unet_file, parts["weights"] + other_file)
     if cached:
-        vae_batch = vae_batch_of(cfg)
+        vae_batch = vae_batch_of(cfg, device)
         if images:
             vae_batch = min(vae_batch, images)
         peaks["caching latents"] = (parts["runtime"] + parts["weights"]
