@@ -411,6 +411,36 @@ def test_generate_with_a_loha_file(sd1, loha_dir):
     assert all(torch.equal(before[k], after[k]) for k in before), "weights and biases restored exactly"
 
 
+def test_merge_to_model_bakes_in_a_loha_and_a_native_fine_tune(sd1, loha_dir, tiny_sd1_dir, tmp_path):
+    """`lora merge-to-model` with LyCORIS files: the merged model renders what the files render at run time in
+    Generate (weights, biases and norm layers), and ratio 0 leaves the model as it was."""
+    from kohya_lite.generate import GenerateRequest, generate
+    from kohya_lite.tools.merge_to_model import merge_to_model
+
+    def px(model, prompt):
+        req = GenerateRequest(prompt=prompt, steps=2, width=64, height=64, seed=5)
+        return np.asarray(generate(model, req, lora_dir=loha_dir).image.convert("RGB")).astype(np.int16)
+
+    loha, full = loha_dir / "loha_file.safetensors", loha_dir / "full_norm.safetensors"
+    out = tmp_path / "merged"
+    res = merge_to_model(tiny_sd1_dir, [(loha, 0.8), (full, 1.0)], out, precision="float")
+    assert [m.modules for m in res.loras] == [len(load_lora(loha, allow_lycoris=True).module_names()),
+                                               len(load_lora(full, allow_lycoris=True).module_names())]
+    assert not res.warnings
+    merged = load_model(out)
+    at_run_time = px(sd1, "a cat <lora:loha_file:0.8> <lora:full_norm:1>")
+    assert np.abs(px(merged, "a cat") - at_run_time).max() <= 2
+    assert np.abs(px(sd1, "a cat") - at_run_time).max() > 10, "the files change the picture"
+    norms = {k: v for k, v in merged.unet.state_dict().items() if "norm" in k and k.endswith("bias")}
+    base_norms = sd1.unet.state_dict()
+    assert any(not torch.equal(v, base_norms[k]) for k, v in norms.items()), "norm layers merged too"
+
+    res0 = merge_to_model(tiny_sd1_dir, [(loha, 0.0)], tmp_path / "zero", precision="float")
+    assert res0.loras[0].modules == 0 and res0.weights_changed == 0
+    zero = load_model(tmp_path / "zero")
+    assert all(torch.equal(v, sd1.unet.state_dict()[k]) for k, v in zero.unet.state_dict().items())
+
+
 def test_info_verify_library_and_tools_on_a_loha_file(loha_dir, tmp_path, capsys):
     from kohya_lite.library import list_library
     from kohya_lite.lora_tools import merge_loras, resize_lora

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     mtm = tools.add_parser("merge-to-model", help="merge LoRAs into a base model and save a checkpoint",
                            description="W += ratio · alpha/rank · up@down for every module of every LoRA (LoRA and "
-                                       "LoCon; LyCORIS types are not supported yet), saved as one .safetensors "
+                                       "LoCon; LyCORIS types merge their own ΔW), saved as one .safetensors "
                                        "checkpoint in the original SD1/SD2/SDXL layout, or as a diffusers folder.")
     mtm.add_argument("model", help="base model: a diffusers folder, a .safetensors/.ckpt file or a cached Hub id")
     mtm.add_argument("loras", nargs="+", metavar="LORA[:RATIO]", help="LoRA files, each with an optional ratio")

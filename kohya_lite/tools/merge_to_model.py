@@ -2,8 +2,9 @@
 
 For every module of every LoRA: W ← W + ratio · (alpha / rank) · up @ down (lora-file-format §5; 3×3 LoCon
 convs by the conv rule), computed in fp32 one weight at a time and stored in the save precision. LoRA and
-LoCon files in kohya or diffusers/peft layout are accepted (`network.io.load_lora`); LyCORIS algorithms
-(LoHa, LoKr, …) are refused in words: not supported yet.
+LoCon files in kohya or diffusers/peft layout are accepted (`network.io.load_lora`); kohya-named LyCORIS files
+(LoHa, LoKr, iA3, DoRA, native fine-tuning, …) merge their ΔW from the lycoris library's own modules
+(`network.lycoris.lycoris_deltas`, the same as Generate), biases and norm layers included.
 
 Outputs:
 - a single `.safetensors` checkpoint in the original layout of the family (SD1/SD2 LDM, SDXL SGM; the
@@ -26,8 +27,7 @@ import torch
 from kohya_lite.errors import UserError
 from kohya_lite.fileio import replace
 from kohya_lite.models import families
-from kohya_lite.network import naming
-from kohya_lite.network.io import PRECISIONS, LoraFile, load_lora, lycoris_markers
+from kohya_lite.network.io import PRECISIONS, LoraFile, load_lora
 from kohya_lite.network.lora import ModuleIndex, delta_weight
 from kohya_lite.tools import Progress, report
 
@@ -85,20 +85,45 @@ def output_format(out: str | Path, fmt: str | None = None) -> str:
 
 
 def _read_lora(path: str | Path) -> LoraFile:
-    """`load_lora`, with LyCORIS files refused as 'not supported yet' before anything else is read."""
-    p = Path(path)
-    if p.suffix.lower() == ".safetensors" and p.is_file():
-        from kohya_lite.library import read_safetensors_header
+    """`load_lora`; kohya-named LyCORIS files come back as layout 'lycoris'."""
+    return load_lora(Path(path), field_name=FIELD, allow_lycoris=True)
 
-        keys = [k for k in read_safetensors_header(p) if k != "__metadata__"]
-        kohya = all(k.startswith(tuple(x + "_" for x in naming.ALL_PREFIXES)) for k in keys)
-        odd = lycoris_markers(keys, kohya=kohya)
-        if odd:
-            raise UserError(
-                f"'{p.name}' is a LyCORIS/DoRA-type adapter ({', '.join(odd[:3])} tensors): merging those into a "
-                "model is not supported yet", field=FIELD, file=str(p),
-                fix="merge plain LoRA or LoCon files (kohya or diffusers layout); use a LyCORIS-aware tool for this one")
-    return load_lora(p, field_name=FIELD)
+
+def _merge_lora(index: ModuleIndex, lf: LoraFile, ratio: float, path: Path, changed: set[int], tick) -> int:
+    """Add a LoRA/LoCon file's ratio · alpha/rank · up@down to each module it names; the number merged.
+    `tick(k)` after the k-th module."""
+    count = 0
+    for k, name in enumerate(lf.module_names(), 1):
+        tick(k)
+        module = index.get(name)
+        if module is None:
+            continue
+        t = lf.tensors
+        down, up = t[f"{name}.lora_down.weight"], t[f"{name}.lora_up.weight"]
+        scale = float(t[f"{name}.alpha"].float()) / down.shape[0]
+        w = module.weight
+        delta = _fit(delta_weight(down, up, scale), w, name, path)
+        if ratio != 0:
+            w.copy_((w.float() + ratio * delta.to(w.device)).to(w.dtype))
+            changed.add(id(w))
+        count += 1
+    return count
+
+
+def _merge_lycoris(model, lf: LoraFile, ratio: float, path: Path, changed: set[int]) -> int:
+    """Add a LyCORIS file's ΔW (and bias changes) at `ratio`; the number of modules merged."""
+    from kohya_lite.network.lycoris import lycoris_deltas
+
+    try:
+        deltas, _ = lycoris_deltas(model, lf.tensors, unet_multiplier=ratio, te_multiplier=ratio)
+    except UserError as exc:
+        raise UserError(f"'{path.name}': {exc.message}", field=FIELD, file=str(path), fix=exc.fix) from None
+    for d in deltas:
+        for param, delta in ((d.module.weight, d.weight), (getattr(d.module, "bias", None), d.bias)):
+            if param is not None and delta is not None:
+                param.copy_((param.float() + delta.to(param.device, torch.float32)).to(param.dtype))
+                changed.add(id(param))
+    return len(deltas)
 
 
 def _check_family(lf: LoraFile, family: str, path: Path) -> None:
@@ -224,27 +249,19 @@ def merge_to_model(model_path: str | Path, loras: Sequence[tuple[str | Path, flo
     with torch.no_grad():
         for path, ratio, lf in files:
             names = lf.module_names()
-            skipped = [n for n in names if index.get(n) is None]
+            skipped = [n for n in names if index.get(n, norms=lf.is_lycoris) is None]
             if len(skipped) == len(names):
                 raise UserError(f"none of the {len(names)} modules of '{path.name}' exist in this "
                                 f"{families.info(model.family).label} model (first: {names[0] if names else '-'})",
                                 field=FIELD, file=str(path), fix="use LoRAs trained on this base model family")
-            count = 0
-            for name in names:
-                done += 1
-                report(progress, done, total, f"merging {path.name}")
-                module = index.get(name)
-                if module is None:
-                    continue
-                t = lf.tensors
-                down, up = t[f"{name}.lora_down.weight"], t[f"{name}.lora_up.weight"]
-                scale = float(t[f"{name}.alpha"].float()) / down.shape[0]
-                w = module.weight
-                delta = _fit(delta_weight(down, up, scale), w, name, path)
-                if ratio != 0:
-                    w.copy_((w.float() + ratio * delta.to(w.device)).to(w.dtype))
-                    changed.add(id(w))
-                count += 1
+            if lf.is_lycoris:
+                count = _merge_lycoris(model, lf, ratio, path, changed)
+                done += len(names)
+                report(progress, done, total, f"merged {path.name}")
+            else:
+                count = _merge_lora(index, lf, ratio, path, changed,
+                                    lambda k: report(progress, done + k, total, f"merging {path.name}"))
+                done += len(names)
             merged.append(MergedLora(str(path), ratio, lf.family, count, skipped))
             if skipped:
                 warnings.append(f"{path.name}: {len(skipped)} of its modules are not in this model and were skipped "

@@ -166,8 +166,8 @@ def build(*, lora_dir: str = str(DEFAULT_LORA_DIR)) -> LoraToolsTab:
         m_btn.click(do_merge, [m_list, m_out, m_rank, m_prec], [m_msg])
 
     with gr.Tab("Merge into model", id="lora-merge-to-model"):
-        gr.Markdown("Bakes LoRAs into a base model: W += ratio · alpha/rank · up@down (LoRA and LoCon; LyCORIS types "
-                    "are not supported yet). A `.safetensors` name gives one checkpoint in the original SD1/SD2/SDXL "
+        gr.Markdown("Bakes LoRAs into a base model: W += ratio · alpha/rank · up@down (LoRA and LoCon; LyCORIS "
+                    "types merge their own ΔW). A `.safetensors` name gives one checkpoint in the original SD1/SD2/SDXL "
                     "layout, any other name a diffusers folder.")
         t_model, _ = path_field(FieldSpec("tools-mtm-model", "Base model", "diffusers folder, .safetensors/.ckpt or "
                                           "cached Hub id", "model", "tools"), "")
