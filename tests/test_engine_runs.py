@@ -223,3 +223,34 @@ def test_channels_last_trains_the_same_lora(tiny_sd1_dir, tmp_path, monkeypatch)
     for key, value in trained[False].items():
         torch.testing.assert_close(trained[True][key], value, rtol=1e-3, atol=1e-5, msg=key)
     assert any(v.abs().sum() > 0 for k, v in trained[True].items() if k.endswith("lora_up.weight")), "it trained"
+
+
+def test_text_encoder_outputs_are_cached_before_the_first_step(tiny_sd1_dir, tmp_path, monkeypatch):
+    """UNet only with static captions: every caption is encoded once, before training (so on a GPU the text
+    encoders can leave it); no step encodes text. With the text encoder trained, every step encodes."""
+    from kohya_lite.engine.conditioning import TextConditioner
+
+    timeline = []
+    encode = TextConditioner.encode
+
+    def spy(self, captions):
+        timeline.append(("encode", tuple(captions)))
+        return encode(self, captions)
+
+    monkeypatch.setattr(TextConditioner, "encode", spy)
+    make_images(tmp_path / "img" / "3_zkz object", 3)
+    for i, p in enumerate(sorted((tmp_path / "img" / "3_zkz object").glob("*.txt"))):
+        p.write_text(f"zkz object, take {i}", encoding="utf-8")
+    cfg = tiny_config(tiny_sd1_dir, tmp_path, text_encoder_lr="0", epoch=2, save_every_n_epochs=0)
+    result, events = train_collect(cfg)
+    assert result.status == "done"
+    first_step = next(i for i, e in enumerate(events) if e["type"] == "step")
+    encodes = [t for t in timeline if t[0] == "encode"]
+    assert len(encodes) == 1 and sorted(encodes[0][1]) == [f"zkz object, take {i}" for i in range(3)]
+    log = [e["message"] for e in events[:first_step] if e["type"] == "log"]
+    assert any("cached the text-encoder outputs of 3 captions" in m for m in log)
+
+    timeline.clear()
+    trained, _ = train_collect(tiny_config(tiny_sd1_dir, tmp_path / "te", text_encoder_lr="0.0005", epoch=2,
+                                           save_every_n_epochs=0, train_data_dir=str(tmp_path / "img")))
+    assert len([t for t in timeline if t[0] == "encode"]) == trained.steps

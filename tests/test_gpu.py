@@ -75,3 +75,27 @@ def test_full_size_train_stop_resume_generate(full_model, precision, tmp_path):
     one = generate(base, GenerateRequest(prompt="zkz object <lora:zkz:1>", **request), lora_dir=lora_dir).image
     assert list(plain.getdata()) == list(zero.getdata())
     assert list(plain.getdata()) != list(one.getdata())
+
+
+def test_sdxl_unet_only_parks_the_text_encoders_and_fits_in_8_gb(tmp_path):
+    """SDXL at 1024 px, batch 1, bf16, gradient checkpointing, cached latents and text-encoder outputs (UNet
+    only): the text encoders wait on the CPU between samples, samples still render, peak VRAM ≤ 8 GiB."""
+    from gpu_models import build_random_full
+
+    model = build_random_full("sdxl", tmp_path / "sdxl")
+    make_images(tmp_path / "img" / "2_zkz object", 2, size=(1024, 1024))
+    cfg, _ = merge_config(tiny_config(
+        model, tmp_path, sdxl=True, max_resolution="1024,1024", max_bucket_reso=2048, min_bucket_reso=256,
+        network_dim=8, network_alpha=8, mixed_precision="bf16", gradient_checkpointing=True, cache_latents=True,
+        train_batch_size=1, epoch=1, max_train_steps=4, save_every_n_epochs=0, learning_rate="1e-4",
+        unet_lr="1e-4", text_encoder_lr="0", sample_every_n_epochs=1,
+        sample_prompts="zkz object --w 1024 --h 1024 --s 4 --d 1"))
+    events = []
+    torch.cuda.reset_peak_memory_stats()
+    result = train(cfg, events=EventWriter(listener=events.append), progress_bar=False)
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    print(f"\n[gpu] sdxl 1024px bf16 GC cached, UNet only: peak VRAM {peak:.2f} GiB")
+    assert result.status == "done"
+    assert any("text encoders moved to the CPU" in e.get("message", "") for e in events if e["type"] == "log")
+    assert any(e["type"] == "sample" for e in events)
+    assert peak <= 8.0

@@ -88,19 +88,22 @@ def test_the_automatic_vae_batch_keeps_caching_bounded(tiny_sd1_dir, tmp_path, r
 
 def test_caching_peaks_with_a_vae_batch_in_the_vae_dtype(tiny_sdxl_dir, tmp_path):
     """SDXL's 'no half' VAE encodes in fp32: its transient is twice the half-precision VAE's; four images a batch
-    unless vae_batch_size says otherwise, never more than there are images."""
-    def caching(**kw):
+    on a GPU unless vae_batch_size says otherwise, never more than there are images. While caching, every
+    weight is still on the device."""
+    params = model_params(tiny_sdxl_dir, "sdxl")
+
+    def caching(images=10, **kw):
         cfg = _cfg(tiny_sdxl_dir, tmp_path, sdxl=True, max_resolution="128,128", mixed_precision="bf16", **kw)
-        est = estimate_memory(cfg, device="cuda", num_images=10)
-        return est.peaks["caching latents"] - est.parts["weights"] - est.parts["runtime"]
+        est = estimate_memory(cfg, device="cuda", num_images=images)
+        vae_bytes = 4 if cfg.sdxl_no_half_vae else 2
+        all_weights = (params["unet"] + params["text_encoder"]) * 2 + params["vae"] * vae_bytes
+        return est.peaks["caching latents"] - all_weights - est.parts["runtime"]
 
     fp32 = caching(sdxl_no_half_vae=True)
     assert fp32 == pytest.approx(4 * 128 * 128 * memory.VAE_ENCODE_PER_PIXEL * 4)
     assert caching(sdxl_no_half_vae=False) == pytest.approx(fp32 / 2)
     assert caching(sdxl_no_half_vae=True, vae_batch_size=1) == pytest.approx(fp32 / 4)
-    cfg = _cfg(tiny_sdxl_dir, tmp_path, sdxl=True, max_resolution="128,128")
-    two = estimate_memory(cfg, device="cuda", num_images=2)
-    assert two.peaks["caching latents"] - two.parts["weights"] - two.parts["runtime"] == pytest.approx(fp32 / 2)
+    assert caching(images=2, sdxl_no_half_vae=True) == pytest.approx(fp32 / 2)
     uncached = estimate_memory(_cfg(tiny_sdxl_dir, tmp_path, sdxl=True, cache_latents=False), device="cuda",
                                num_images=10)
     assert "caching latents" not in uncached.peaks
@@ -113,6 +116,25 @@ def test_the_summary_names_the_loading_peak_only_when_it_is_the_larger():
     est.peaks = {"loading the model": 1 * GB}
     assert est.summary() == "about 2.5 GB of RAM (weights 2.0, runtime 0.5 GB)"
     assert memory.MemoryEstimate("cuda", {"weights": 1 * GB}).summary() == "about 1.0 GB of GPU memory (weights 1.0 GB)"
+
+
+def test_on_a_gpu_what_waits_on_the_cpu_is_not_counted_while_training(tiny_sdxl_dir, tmp_path):
+    """Cached latents: the VAE leaves the GPU; a frozen text encoder with static captions: so do the encoders.
+    On a CPU everything stays in the same memory."""
+    params = model_params(tiny_sdxl_dir, "sdxl")
+
+    def weights(device, **kw):
+        cfg = _cfg(tiny_sdxl_dir, tmp_path, sdxl=True, max_resolution="128,128", mixed_precision="bf16",
+                   sdxl_no_half_vae=False, **kw)
+        return estimate_memory(cfg, device=device, num_images=4).parts["weights"]
+
+    everything = sum(params.values()) * 2
+    assert weights("cpu", text_encoder_lr="0") == pytest.approx(everything)
+    assert weights("cuda", text_encoder_lr="0.0005", cache_latents=False) == pytest.approx(everything)
+    assert weights("cuda", text_encoder_lr="0.0005") == pytest.approx(everything - params["vae"] * 2)
+    assert weights("cuda", text_encoder_lr="0") == pytest.approx(params["unet"] * 2)
+    assert weights("cuda", text_encoder_lr="0", shuffle_caption=True) == \
+        pytest.approx((params["unet"] + params["text_encoder"]) * 2), "captions change: the encoders stay"
 
 
 def test_check_prints_the_estimate_and_warns_when_it_will_not_fit(tiny_sd1_dir, tmp_path, monkeypatch):

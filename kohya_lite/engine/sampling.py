@@ -99,13 +99,14 @@ class TrainingSampler:
             return []
         state = capture_rng()
         modes = [(m, m.training) for m in (self.model.unet, *self.model.text_encoders, self.network)]
-        vae = self.model.vae
-        vae_device = next(vae.parameters()).device
+        # the VAE (after latent caching) and the text encoders (after caching their outputs) may wait on the CPU
+        parked = [(m, next(m.parameters()).device) for m in (self.model.vae, *self.model.text_encoders)]
         written: list[Path] = []
         try:
             for m, _ in modes:
                 m.eval()
-            vae.to(self.device)
+            for m, _ in parked:
+                m.to(self.device)
             stamp = time.strftime("%Y%m%d%H%M%S")
             for i, sp in enumerate(prompts):
                 seed = sp.seed if sp.seed is not None else random.randint(0, 2**31 - 1)
@@ -121,7 +122,8 @@ class TrainingSampler:
                 written.append(path)
                 self.events.emit("sample", path=path, prompt=sp.prompt, step=step, epoch=epoch, index=i, seed=seed)
         finally:
-            vae.to(vae_device)
+            for m, device in parked:
+                m.to(device)
             for m, was_training in modes:
                 m.train(was_training)
             restore_rng(state)

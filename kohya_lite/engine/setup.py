@@ -119,6 +119,28 @@ def encode_all_latents(cfg: TrainingConfig, ctx: RunContext, model, data: Traini
     return True
 
 
+def cache_text_outputs(conditioner, data: TrainingSet, captions, ctx: RunContext, model, events: EventWriter) -> None:
+    """Encode every caption of the run once, before training (the captions are static: the conditioner caches).
+    On an accelerator the frozen text encoders then move to the CPU, as sd-scripts' cache_text_encoder_outputs
+    does; the sampler brings them back for each round of samples."""
+    import random as _random
+
+    from kohya_lite.dataset.captions import process_caption
+
+    rng = _random.Random(0)  # static captions do not draw from it
+    texts = [process_caption(it.caption, captions, rng=rng, epoch=0) for it in data.items]
+    started = time.time()
+    n = conditioner.precompute(texts)
+    events.emit("log", message=f"cached the text-encoder outputs of {n} captions in {time.time() - started:.1f} s")
+    if ctx.device.type != "cpu":
+        conditioner.output_device = ctx.device
+        for te in model.text_encoders:
+            te.to("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        events.emit("log", message="text encoders moved to the CPU until the next samples (their outputs are cached)")
+
+
 def plan_run(cfg: TrainingConfig, data: TrainingSet, num_processes: int) -> StepPlan:
     """Epochs and optimizer steps from the real buckets: each process runs ceil(batches / processes) batches an
     epoch, `gradient_accumulation_steps` of them per optimizer step (the last group of an epoch may be short)."""

@@ -97,6 +97,8 @@ def _train(cfg: TrainingConfig, *, events: EventWriter, stop: StopFlag, resume: 
     global_step, start_epoch = setup.restore(resumed, ctx, network, optimizer, opt.scheduler, events) if resumed else (0, 0)
     conditioner = TextConditioner(model, clip_skip=cfg.clip_skip, max_token_length=cfg.max_token_length,
                                   cache=not te_lr_of(cfg) and captions.static, autocast=ctx.autocast)
+    if conditioner.cache_enabled:
+        setup.cache_text_outputs(conditioner, data, captions, ctx, model, events)
     step = OptimizerStep(ctx, denoiser, optimizer, opt.scheduler, [p for p in network.parameters() if p.requires_grad],
                          batch_loss=BatchLoss(ctx, model, denoiser, conditioner, NoiseSettings.from_config(cfg),
                                               LossSettings.from_config(cfg, v_prediction=model.v_prediction)),

@@ -3,7 +3,9 @@
 Pure arithmetic (no torch): parameter counts come from the model files' safetensors headers (the shipped
 full-size counts for .ckpt files), the rest from the config.
 
-    weights       UNet + text encoders + VAE in the weight dtype (the SDXL 'no half' VAE in fp32)
+    weights       UNet + text encoders + VAE in the weight dtype (the SDXL 'no half' VAE in fp32); on a GPU
+                  without the VAE once latents are cached and without frozen text encoders once their outputs
+                  are cached (both wait on the CPU)
     network       LoRA parameters × (weight + gradient + optimizer state) bytes
     activations   what the UNet keeps for backward: batch × latent pixels × a per-family constant × bytes,
                   less with gradient checkpointing; plus the VAE encoder's peak when latents are not cached
@@ -141,6 +143,7 @@ def estimate_memory(cfg, plan=None, *, device: str = "cpu", params: dict[str, in
                     num_images: int | None = None) -> MemoryEstimate:
     """The peak memory of training `cfg` (a TrainingConfig) on `device` ('cpu' or 'cuda')."""
     from kohya_lite.config import parse_resolution, te_lr_of, unet_lr_of, vae_batch_of
+    from kohya_lite.dataset.captions import CaptionSettings
 
     family = cfg.family
     params = params or model_params(cfg.pretrained_model_name_or_path, family)
@@ -149,9 +152,15 @@ def estimate_memory(cfg, plan=None, *, device: str = "cpu", params: dict[str, in
     precision = cfg.mixed_precision if device == "cuda" else ("bf16" if cfg.mixed_precision != "no" else "no")
     wbytes = DTYPE_BYTES[precision]
     vae_bytes = 4 if family == "sdxl" and cfg.sdxl_no_half_vae else wbytes
-    parts: dict[str, float] = {
-        "weights": (params["unet"] + params["text_encoder"]) * wbytes + params["vae"] * vae_bytes,
-    }
+    all_weights = (params["unet"] + params["text_encoder"]) * wbytes + params["vae"] * vae_bytes
+    cached = (cfg.cache_latents or cfg.cache_latents_to_disk) and not (cfg.color_aug or cfg.random_crop)
+    weights = all_weights
+    if device == "cuda":  # what leaves the GPU once its outputs are cached (the engine's setup)
+        if cached:
+            weights -= params["vae"] * vae_bytes
+        if not te_lr_of(cfg) and CaptionSettings.from_config(cfg).static:
+            weights -= params["text_encoder"] * wbytes
+    parts: dict[str, float] = {"weights": weights}
     rank = max(1, cfg.network_dim)
     lora = 0.0
     if unet_lr_of(cfg) > 0:
@@ -167,7 +176,6 @@ def estimate_memory(cfg, plan=None, *, device: str = "cpu", params: dict[str, in
     act_bytes = 2 if precision != "no" else 4
     share = CHECKPOINTED_SHARE[family] if cfg.gradient_checkpointing else 1.0
     parts["activations"] = batch * latent_pixels * ACTIVATIONS_PER_LATENT_PIXEL[family] * scale * act_bytes * share
-    cached = (cfg.cache_latents or cfg.cache_latents_to_disk) and not (cfg.color_aug or cfg.random_crop)
     if not cached:
         parts["activations"] += batch * w * h * VAE_ENCODE_PER_PIXEL * act_bytes
     images = num_images if num_images is not None else (plan.num_images if plan else 0)
@@ -178,14 +186,14 @@ def estimate_memory(cfg, plan=None, *, device: str = "cpu", params: dict[str, in
         unet_file, other_file = model_file_bytes(cfg.pretrained_model_name_or_path)
         unet_weights = params["unet"] * wbytes
         if unet_file and not other_file and Path(str(cfg.pretrained_model_name_or_path)).is_file():
-            peaks["loading the model"] = parts["runtime"] + unet_file + parts["weights"]  # a single file: whole
+            peaks["loading the model"] = parts["runtime"] + unet_file + all_weights  # a single file: read whole
         elif unet_file:  # the UNet loads first, then the smaller components
-            peaks["loading the model"] = parts["runtime"] + max(unet_weights + unet_file, parts["weights"] + other_file)
+            peaks["loading the model"] = parts["runtime"] + max(unet_weights + unet_file, all_weights + other_file)
     if cached:
         vae_batch = vae_batch_of(cfg, device)
         if images:
             vae_batch = min(vae_batch, images)
-        peaks["caching latents"] = (parts["runtime"] + parts["weights"]
+        peaks["caching latents"] = (parts["runtime"] + all_weights
                                     + vae_batch * w * h * VAE_ENCODE_PER_PIXEL * vae_bytes)
     return MemoryEstimate(device, parts, peaks)
 
