@@ -113,6 +113,8 @@ def test_the_summary_names_the_loading_peak_only_when_it_is_the_larger():
     est = memory.MemoryEstimate("cpu", {"weights": 2 * GB, "runtime": 0.5 * GB},
                                 {"loading the model": 3.5 * GB, "caching latents": 3 * GB})
     assert est.summary() == "about 3.5 GB of RAM while loading the model, 2.5 GB while training (weights 2.0, runtime 0.5 GB)"
+    est.peaks = {"caching latents": 2.52 * GB}  # not more than training at the precision shown
+    assert est.summary() == "about 2.5 GB of RAM (weights 2.0, runtime 0.5 GB)"
     est.peaks = {"loading the model": 1 * GB}
     assert est.summary() == "about 2.5 GB of RAM (weights 2.0, runtime 0.5 GB)"
     assert memory.MemoryEstimate("cuda", {"weights": 1 * GB}).summary() == "about 1.0 GB of GPU memory (weights 1.0 GB)"

@@ -128,8 +128,9 @@ def test_the_demo_trains_and_its_samples_turn_orange(page, server):
     page.evaluate(short_log)
 
     start_run(page)
-    assert plan in md_text(page, "problems-all"), \
-        "the step plan after Train model is the one under Parameters"
+    checked = md_text(page, "problems-all")
+    assert plan in checked, "the step plan after Train model is the one under Parameters"
+    assert "Memory: about " in checked and "GB of RAM" in checked, "the memory estimate before training"
     wait_state(page, ("running", "done"))
     assert page.get_by_role("button", name="Train model").is_disabled() or progress(page)[1] == "done"
 

@@ -73,7 +73,7 @@ class MemoryEstimate:
         where = "GPU memory" if self.device == "cuda" else "RAM"
         parts = ", ".join(f"{k} {v / GB:.1f}" for k, v in self.parts.items() if v >= 0.05 * GB)
         phase, peak = max(self.peaks.items(), key=lambda kv: kv[1], default=("", 0.0))
-        if peak > self.training:
+        if round(peak / GB, 1) > round(self.training / GB, 1):  # a phase worth naming at the shown precision
             return (f"about {self.total_gb:.1f} GB of {where} while {phase}, "
                     f"{self.training / GB:.1f} GB while training ({parts} GB)")
         return f"about {self.total_gb:.1f} GB of {where} ({parts} GB)"
