@@ -289,10 +289,15 @@ def unet_lr_of(cfg: TrainingConfig) -> float:
     return cfg.unet_lr or cfg.learning_rate
 
 
+def latents_cached(cfg: TrainingConfig) -> bool:
+    """Latents are encoded once (in memory or on disk) unless color_aug/random_crop need fresh pixels each step."""
+    return bool(cfg.cache_latents or cfg.cache_latents_to_disk) and not (cfg.color_aug or cfg.random_crop)
+
+
 CACHING_PIXELS = 4 * 512 * 512  # what one VAE batch encodes when vae_batch_size is 0 (automatic)
 
 
-def vae_batch_of(cfg: TrainingConfig, device: str = "cuda") -> int:
+def vae_batch_of(cfg: TrainingConfig, device: str) -> int:
     """Images per VAE batch while caching latents: `vae_batch_size`; automatically 1 on a CPU (batching does not
     pay there: benchmarks/bench_caching.py), and on a GPU as many images of `max_resolution` as make 4 × 512²
     pixels (4 at 512 px, 1 at 1024 px), so the encoder's transient stays bounded (sd-scripts' default is 1)."""

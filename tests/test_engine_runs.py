@@ -14,9 +14,6 @@ from dataset_helpers import make_images, tiny_config
 from kohya_lite.errors import UserError
 
 
-_train = train_collect
-
-
 def _of(events, kind):
     return [e for e in events if e["type"] == kind]
 
@@ -27,7 +24,7 @@ def test_accumulation_steps_the_schedule_once_per_optimizer_step(tiny_sd1_dir, t
     make_images(tmp_path / "img" / "5_zkz object", 2)  # 10 samples, batch 2 → 5 batches
     cfg = tiny_config(tiny_sd1_dir, tmp_path, gradient_accumulation_steps=2, lr_scheduler="linear", learning_rate="0.006",
                       unet_lr="0.006", text_encoder_lr="0.006", save_every_n_epochs=0)
-    result, events = _train(cfg)
+    result, events = train_collect(cfg)
     start = _of(events, "start")[0]
     steps = _of(events, "step")
     assert start["steps_per_epoch"] == 3 and start["total_steps"] == 6 and start["accumulation"] == 2
@@ -45,7 +42,7 @@ def test_sdxl_bf16_on_cpu_trains_and_samples(tiny_sdxl_dir, tmp_path):
     cfg = tiny_config(tiny_sdxl_dir, tmp_path, sdxl=True, max_resolution="128,128", max_bucket_reso=256, epoch=1,
                       mixed_precision="bf16", sdxl_no_half_vae=True, sample_every_n_epochs=1, sample_at_first=True,
                       sample_prompts="zkz object --w 128 --h 128 --s 2 --d 3", save_precision="float")
-    result, events = _train(cfg)
+    result, events = train_collect(cfg)
     start = _of(events, "start")[0]
     assert start["precision"] == "bf16" and start["network_dtype"] == "float32"
     assert [e["step"] for e in _of(events, "sample")] == [0, 2]
@@ -61,7 +58,7 @@ def test_fp16_on_cpu_warns_and_trains_in_bf16_or_fp32(tiny_sd1_dir, tmp_path):
     from kohya_lite.engine.context import cpu_has_bf16
 
     make_images(tmp_path / "img" / "1_zkz object", 2)
-    _, events = _train(tiny_config(tiny_sd1_dir, tmp_path, mixed_precision="fp16", max_train_steps=1,
+    _, events = train_collect(tiny_config(tiny_sd1_dir, tmp_path, mixed_precision="fp16", max_train_steps=1,
                                    save_every_n_epochs=0))
     assert _of(events, "start")[0]["precision"] == ("bf16" if cpu_has_bf16() else "no")
     assert any(e["type"] == "warning" and e["field"] == "mixed_precision" for e in events)
@@ -69,14 +66,14 @@ def test_fp16_on_cpu_warns_and_trains_in_bf16_or_fp32(tiny_sd1_dir, tmp_path):
 
 def test_full_bf16_keeps_the_lora_in_bf16(tiny_sd1_dir, tmp_path):
     make_images(tmp_path / "img" / "2_zkz object", 2)
-    result, events = _train(tiny_config(tiny_sd1_dir, tmp_path, mixed_precision="bf16", full_bf16=True, epoch=1,
+    result, events = train_collect(tiny_config(tiny_sd1_dir, tmp_path, mixed_precision="bf16", full_bf16=True, epoch=1,
                                         save_every_n_epochs=0))
     assert _of(events, "start")[0]["network_dtype"] == "bfloat16" and result.status == "done"
 
 
 def test_adafactor_with_its_defaults_trains(tiny_sd1_dir, tmp_path):
     make_images(tmp_path / "img" / "2_zkz object", 2)
-    result, events = _train(tiny_config(tiny_sd1_dir, tmp_path, optimizer="Adafactor", optimizer_args="",
+    result, events = train_collect(tiny_config(tiny_sd1_dir, tmp_path, optimizer="Adafactor", optimizer_args="",
                                         lr_scheduler="cosine", lr_warmup=0, epoch=1, save_every_n_epochs=0))
     assert result.status == "done"
     assert all(e["lr"] > 0 for e in _of(events, "step"))
@@ -85,7 +82,7 @@ def test_adafactor_with_its_defaults_trains(tiny_sd1_dir, tmp_path):
 
 def test_network_alpha_zero_trains_at_alpha_one(tiny_sd1_dir, tmp_path):
     make_images(tmp_path / "img" / "1_zkz object", 2)
-    result, events = _train(tiny_config(tiny_sd1_dir, tmp_path, network_dim=8, network_alpha=0, max_train_steps=1,
+    result, events = train_collect(tiny_config(tiny_sd1_dir, tmp_path, network_dim=8, network_alpha=0, max_train_steps=1,
                                         save_every_n_epochs=0, save_precision="float"))
     alphas = {k: v.item() for k, v in load_file(result.final_path).items() if k.endswith(".alpha")}
     assert alphas and set(alphas.values()) == {1.0}
@@ -98,11 +95,11 @@ def test_resume_reuses_a_drawn_seed(tiny_sd1_dir, tmp_path):
     make_images(tmp_path / "img" / "3_zkz object", 2)
     common = dict(seed=0, epoch=3, save_every_n_epochs=1, save_state=True, save_precision="float", flip_aug=True,
                   network_dropout=0.1, caption_dropout_rate=0.2, shuffle_caption=True)
-    full, events = _train(tiny_config(tiny_sd1_dir, tmp_path, **common))
+    full, events = train_collect(tiny_config(tiny_sd1_dir, tmp_path, **common))
     seed = _of(events, "start")[0]["seed"]
     state = tmp_path / "model" / "zkz-000001-state"
     assert json.loads((state / "train_state.json").read_text())["seed"] == seed
-    resumed, events2 = _train(tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "again"), **common),
+    resumed, events2 = train_collect(tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "again"), **common),
                               resume=str(state))
     start = _of(events2, "start")[0]
     assert start["seed"] == seed and start["resumed_at"] == 3
@@ -128,7 +125,7 @@ def test_a_non_finite_step_is_skipped_and_counted(tiny_sd1_dir, tmp_path, monkey
 
     monkeypatch.setattr(engine, "diffusion_loss", sometimes_nan)
     make_images(tmp_path / "img" / "3_zkz object", 2)
-    result, events = _train(tiny_config(tiny_sd1_dir, tmp_path, epoch=1, lr_scheduler="linear", save_precision="float"))
+    result, events = train_collect(tiny_config(tiny_sd1_dir, tmp_path, epoch=1, lr_scheduler="linear", save_precision="float"))
     steps = _of(events, "step")
     assert [e["skipped"] for e in steps] == [False, False, True]
     assert steps[-1]["skipped_total"] == 1 and steps[1]["lr"] == steps[2]["lr"], "no scheduler step when skipped"
@@ -140,8 +137,8 @@ def test_workers_give_the_same_run(tiny_sd1_dir, tmp_path):
     make_images(tmp_path / "img" / "2_zkz object", 3)
     common = dict(cache_latents=False, flip_aug=True, color_aug=True, epoch=2, save_every_n_epochs=0,
                   save_precision="float", shuffle_caption=True)
-    a, _ = _train(tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "w0"), **common))
-    b, ev = _train(tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "w2"), max_data_loader_n_workers=2,
+    a, _ = train_collect(tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "w0"), **common))
+    b, ev = train_collect(tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "w2"), max_data_loader_n_workers=2,
                                persistent_data_loader_workers=True, **common))
     assert _of(ev, "start")[0]["cached_latents"] is False
     ta, tb = load_file(a.final_path), load_file(b.final_path)
@@ -151,15 +148,15 @@ def test_workers_give_the_same_run(tiny_sd1_dir, tmp_path):
 
 def test_dim_from_weights_and_save_last_n_steps(tiny_sd1_dir, tmp_path):
     make_images(tmp_path / "img" / "2_zkz object", 2)
-    first, _ = _train(tiny_config(tiny_sd1_dir, tmp_path, network_dim=2, network_alpha=1, epoch=1,
+    first, _ = train_collect(tiny_config(tiny_sd1_dir, tmp_path, network_dim=2, network_alpha=1, epoch=1,
                                   save_every_n_epochs=0, save_precision="float"))
     cfg = tiny_config(tiny_sd1_dir, tmp_path, output_dir=str(tmp_path / "next"), network_dim=8,
                       network_weights=str(first.final_path), epoch=2, save_every_n_epochs=0, save_every_n_steps=1,
                       save_last_n_steps=1, save_precision="float")
     with pytest.raises(UserError) as e:
-        _train(cfg)
+        train_collect(cfg)
     assert "dim_from_weights" in e.value.fix
-    result, events = _train(dict(cfg, dim_from_weights=True))
+    result, events = train_collect(dict(cfg, dim_from_weights=True))
     with safe_open(str(result.final_path), "pt") as f:
         downs = [f.get_tensor(k) for k in f.keys() if k.endswith("lora_down.weight")]
     assert downs and all(d.shape[0] == 2 for d in downs), "rank from the file, not network_dim 8"
@@ -192,7 +189,7 @@ def test_an_image_damaged_after_check_is_named(tiny_sd1_dir, tmp_path, workers, 
 
     monkeypatch.setattr(setup, "run_check", check_then_damage)
     with pytest.raises(UserError) as e:
-        _train(tiny_config(tiny_sd1_dir, tmp_path, cache_latents=False, epoch=1, max_data_loader_n_workers=workers))
+        train_collect(tiny_config(tiny_sd1_dir, tmp_path, cache_latents=False, epoch=1, max_data_loader_n_workers=workers))
     assert e.value.file == str(paths[1]) and "cannot be decoded" in e.value.message and "re-save" in e.value.fix
 
 
@@ -216,7 +213,7 @@ def test_channels_last_trains_the_same_lora(tiny_sd1_dir, tmp_path, monkeypatch)
         cfg = tiny_config(tiny_sd1_dir, root, channels_last=channels_last, epoch=1, save_every_n_epochs=0,
                           save_precision="float")
         layouts.clear()
-        result, _ = _train(cfg)
+        result, _ = train_collect(cfg)
         assert layouts and set(layouts) == {channels_last}
         trained[channels_last] = load_file(result.final_path)
     assert trained[True].keys() == trained[False].keys()

@@ -87,16 +87,13 @@ def test_train_cli_writes_epoch_and_final_files(family, tmp_path, request):
     assert prefixes <= {"unet", "te", "te1", "te2"}
 
 
-_train = train_collect
-
-
 def test_loss_falls_when_overfitting_one_image(tiny_sd1_dir, tmp_path):
     """One image at one timestep: the LoRA learns to predict the (fresh, random) noise better than the base."""
     make_images(tmp_path / "img" / "50_zkz object", 1)
     cfg = tiny_config(tiny_sd1_dir, tmp_path, network_dim=4, network_alpha=4, learning_rate="0.01", unet_lr="0.01",
                       text_encoder_lr="0.01", train_batch_size=1, epoch=1, save_every_n_epochs=0,
                       min_timestep=400, max_timestep=401)
-    result, events = _train(cfg)
+    result, events = train_collect(cfg)
     losses = [e["loss"] for e in events if e["type"] == "step"]
     assert len(losses) == 50 and result.status == "done"
     first, last = np.mean(losses[:10]), np.mean(losses[-10:])
@@ -108,7 +105,7 @@ def test_single_file_and_folder_give_identical_first_loss(tiny_sd1_dir, tiny_sd1
     losses = []
     for i, model in enumerate([tiny_sd1_dir, tiny_sd1_single_file]):
         cfg = tiny_config(model, tmp_path, output_dir=str(tmp_path / f"out{i}"), max_train_steps=1, save_every_n_epochs=0)
-        _, events = _train(cfg)
+        _, events = train_collect(cfg)
         losses.append(next(e["loss"] for e in events if e["type"] == "step"))
     assert losses[0] == pytest.approx(losses[1], rel=1e-6, abs=1e-7)
 
@@ -125,7 +122,7 @@ def test_odd_images_are_handled(tiny_sd1_dir, tmp_path):
     Image.new("RGB", (96, 64), (0, 0, 255)).save(folder / "rotated.jpg", exif=exif)
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     cfg = tiny_config(tiny_sd1_dir, tmp_path, epoch=1, max_bucket_reso=128)
-    result, events = _train(cfg)
+    result, events = train_collect(cfg)
     assert result.status == "done"
     start = next(e for e in events if e["type"] == "start")
     assert start["images"] == 5, "the corrupt image is skipped, the odd ones are converted"
@@ -140,7 +137,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_sd1_dir, tm
     cfg = tiny_config(tiny_sd1_dir, tmp_path, train_batch_size=1, epoch=8, learning_rate="1e38", unet_lr="1e38",
                       text_encoder_lr="1e38", lr_scheduler="constant_with_warmup", lr_warmup_steps=4)
     with pytest.raises(UserError) as e:
-        _train(cfg)
+        train_collect(cfg)
     msg = e.value.message + (e.value.fix or "")
     assert "NaN" in msg and "learning rate" in msg and "fp16" in msg and "VAE" in msg
     assert (tmp_path / "model" / "zkz-000001.safetensors").is_file(), "the last good checkpoint is kept"
@@ -161,7 +158,7 @@ def test_missing_model_is_an_error_event(tmp_path):
 def test_sd2_v_prediction_trains_and_is_labelled(tiny_sd2_dir, tmp_path):
     make_images(tmp_path / "img" / "2_zkz object", 2)
     cfg = tiny_config(tiny_sd2_dir, tmp_path, v2=True, v_parameterization=True, epoch=1)
-    result, events = _train(cfg)
+    result, events = train_collect(cfg)
     assert result.status == "done"
     meta = metadata(result.final_path)
     assert meta["ss_v2"] == "True" and meta["ss_base_model_version"] == "sd_v2_v"
@@ -182,7 +179,7 @@ def test_locon_and_many_options_together(tiny_sd1_dir, tmp_path):
         cache_latents_to_disk=True, ip_noise_gamma=0.05, scale_weight_norms=1.0, lr_scheduler="cosine_with_restarts",
         lr_warmup=20, optimizer="AdamW8bit", network_dropout=0.1, rank_dropout=0.1, module_dropout=0.1,
         max_bucket_reso=128, logging_dir=str(tmp_path / "log"))
-    result, events = _train(cfg)
+    result, events = train_collect(cfg)
     start = next(e for e in events if e["type"] == "start")
     assert start["samples_per_epoch"] == 18, "9 training samples and 9 balanced reg samples"
     meta = metadata(result.final_path)
@@ -198,11 +195,11 @@ def test_locon_and_many_options_together(tiny_sd1_dir, tmp_path):
 
 def test_network_weights_continue_training(tiny_sd1_dir, tmp_path):
     make_images(tmp_path / "img" / "2_zkz object", 2)
-    first, _ = _train(tiny_config(tiny_sd1_dir, tmp_path, epoch=1, save_precision="float"))
+    first, _ = train_collect(tiny_config(tiny_sd1_dir, tmp_path, epoch=1, save_precision="float"))
     before = load_file(first.final_path)
     cfg = tiny_config(tiny_sd1_dir, tmp_path, epoch=1, learning_rate="1e-12", unet_lr="1e-12", text_encoder_lr="1e-12",
                       output_dir=str(tmp_path / "again"), network_weights=str(first.final_path), save_precision="float")
-    second, events = _train(cfg)
+    second, events = train_collect(cfg)
     assert any("initialised the network" in e.get("message", "") for e in events)
     after = load_file(second.final_path)
     for k in before:
@@ -233,13 +230,13 @@ def test_loraplus_and_separate_learning_rates(tiny_sd1_dir, tmp_path):
     make_images(tmp_path / "img" / "1_zkz object", 2)
     cfg = tiny_config(tiny_sd1_dir, tmp_path, max_train_steps=1, unet_lr="0.001", text_encoder_lr="0.0002",
                       loraplus_unet_lr_ratio=16, save_every_n_epochs=0)
-    _, events = _train(cfg)
+    _, events = train_collect(cfg)
     step = next(e for e in events if e["type"] == "step")
     assert step["lrs"] == pytest.approx({"textencoder": 0.0002, "unet": 0.001, "unet_plus": 0.016})
     assert step["lr"] == pytest.approx(0.001)
     # text_encoder_lr 0 ⇒ UNet only: no TE group, and the file has no lora_te keys
     cfg = tiny_config(tiny_sd1_dir, tmp_path, max_train_steps=1, text_encoder_lr="0", output_dir=str(tmp_path / "u"))
-    result, events = _train(cfg)
+    result, events = train_collect(cfg)
     assert set(next(e for e in events if e["type"] == "step")["lrs"]) == {"unet"}
     with safe_open(str(result.final_path), "pt") as f:
         assert not any(k.startswith("lora_te") for k in f.keys())

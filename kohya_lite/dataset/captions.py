@@ -28,6 +28,13 @@ class CaptionSettings:
         return not (self.shuffle or self.tag_dropout_rate or self.dropout_rate or self.dropout_every_n_epochs)
 
 
+def text_outputs_cached(cfg) -> bool:
+    """Text-encoder outputs are encoded once: the encoders are not trained and captions never change."""
+    from kohya_lite.config import te_lr_of
+
+    return not te_lr_of(cfg) and CaptionSettings.from_config(cfg).static
+
+
 def process_caption(caption: str, settings: CaptionSettings, *, rng: random.Random, epoch: int = 1) -> str:
     """Dropout (the whole caption becomes ""), else shuffle/drop the flexible tags. Empty tags are kept, as in
     sd-scripts, except around a keep_tokens_separator (`fixed ||| flexible ||| fixed suffix`)."""

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from kohya_lite.config import TrainingConfig, te_lr_of
-from kohya_lite.dataset.captions import CaptionSettings
+from kohya_lite.config import TrainingConfig, latents_cached
+from kohya_lite.dataset.captions import CaptionSettings, text_outputs_cached
 from kohya_lite.engine import checkpoints as ckpt
 from kohya_lite.engine import setup
 from kohya_lite.engine.batches import AugmentSettings, Batch, BatchMaker, EpochSampler, make_loader
@@ -77,7 +77,7 @@ def _train(cfg: TrainingConfig, *, events: EventWriter, stop: StopFlag, resume: 
     # ---- models and data ------------------------------------------------------------------------------------
     model = setup.load_models(cfg, ctx, events)
     data = setup.build_data(cfg, check)
-    cached = (cfg.cache_latents or cfg.cache_latents_to_disk) and not (cfg.color_aug or cfg.random_crop)
+    cached = latents_cached(cfg)
     show_bar = progress_bar and ctx.is_main
     if cached and not setup.encode_all_latents(cfg, ctx, model, data, events, stop, show_bar=show_bar):
         events.emit("stopped", path=None, step=0, epoch=0, message="stopped while caching latents")
@@ -96,7 +96,7 @@ def _train(cfg: TrainingConfig, *, events: EventWriter, stop: StopFlag, resume: 
     denoiser, optimizer = ctx.accelerator.prepare(Denoiser(model.unet, network), opt.optimizer)
     global_step, start_epoch = setup.restore(resumed, ctx, network, optimizer, opt.scheduler, events) if resumed else (0, 0)
     conditioner = TextConditioner(model, clip_skip=cfg.clip_skip, max_token_length=cfg.max_token_length,
-                                  cache=not te_lr_of(cfg) and captions.static, autocast=ctx.autocast)
+                                  cache=text_outputs_cached(cfg), autocast=ctx.autocast)
     if conditioner.cache_enabled:
         setup.cache_text_outputs(conditioner, data, captions, ctx, model, events)
     step = OptimizerStep(ctx, denoiser, optimizer, opt.scheduler, [p for p in network.parameters() if p.requires_grad],

@@ -108,12 +108,10 @@ def model_params(path: str | Path, family: str) -> dict[str, int]:
 
 
 def model_file_bytes(path: str | Path) -> tuple[float, float]:
-    """(bytes of the largest UNet file a diffusers folder loads, bytes of the largest other component file), or
-    (the whole file, 0) for a single checkpoint; (0, 0) when nothing can be read."""
+    """(bytes of the largest UNet file a diffusers folder loads, bytes of the largest other component file);
+    (0, 0) when nothing can be read. A single checkpoint: see `estimate_memory`."""
     p = Path(str(path)).expanduser()
     try:
-        if p.is_file():
-            return float(p.stat().st_size), 0.0
         if p.is_dir():
             def largest(sub: str) -> float:
                 files = sorted((p / sub).glob("*.safetensors"))
@@ -142,8 +140,8 @@ def _header_params(header: dict) -> int:
 def estimate_memory(cfg, plan=None, *, device: str = "cpu", params: dict[str, int] | None = None,
                     num_images: int | None = None) -> MemoryEstimate:
     """The peak memory of training `cfg` (a TrainingConfig) on `device` ('cpu' or 'cuda')."""
-    from kohya_lite.config import parse_resolution, te_lr_of, unet_lr_of, vae_batch_of
-    from kohya_lite.dataset.captions import CaptionSettings
+    from kohya_lite.config import latents_cached, parse_resolution, te_lr_of, unet_lr_of, vae_batch_of
+    from kohya_lite.dataset.captions import text_outputs_cached
 
     family = cfg.family
     params = params or model_params(cfg.pretrained_model_name_or_path, family)
@@ -153,12 +151,12 @@ def estimate_memory(cfg, plan=None, *, device: str = "cpu", params: dict[str, in
     wbytes = DTYPE_BYTES[precision]
     vae_bytes = 4 if family == "sdxl" and cfg.sdxl_no_half_vae else wbytes
     all_weights = (params["unet"] + params["text_encoder"]) * wbytes + params["vae"] * vae_bytes
-    cached = (cfg.cache_latents or cfg.cache_latents_to_disk) and not (cfg.color_aug or cfg.random_crop)
+    cached = latents_cached(cfg)
     weights = all_weights
     if device == "cuda":  # what leaves the GPU once its outputs are cached (the engine's setup)
         if cached:
             weights -= params["vae"] * vae_bytes
-        if not te_lr_of(cfg) and CaptionSettings.from_config(cfg).static:
+        if text_outputs_cached(cfg):
             weights -= params["text_encoder"] * wbytes
     parts: dict[str, float] = {"weights": weights}
     rank = max(1, cfg.network_dim)
@@ -183,12 +181,13 @@ def estimate_memory(cfg, plan=None, *, device: str = "cpu", params: dict[str, in
     parts["runtime"] = RUNTIME_BYTES["cuda" if device == "cuda" else "cpu"]
     peaks: dict[str, float] = {}
     if device != "cuda":  # a GPU loads on the CPU first: its memory never holds the file
-        unet_file, other_file = model_file_bytes(cfg.pretrained_model_name_or_path)
-        unet_weights = params["unet"] * wbytes
-        if unet_file and not other_file and Path(str(cfg.pretrained_model_name_or_path)).is_file():
-            peaks["loading the model"] = parts["runtime"] + unet_file + all_weights  # a single file: read whole
+        source = Path(str(cfg.pretrained_model_name_or_path)).expanduser()
+        unet_file, other_file = model_file_bytes(source)
+        if source.is_file():  # a single file is read whole
+            peaks["loading the model"] = parts["runtime"] + source.stat().st_size + all_weights
         elif unet_file:  # the UNet loads first, then the smaller components
-            peaks["loading the model"] = parts["runtime"] + max(unet_weights + unet_file, all_weights + other_file)
+            peaks["loading the model"] = parts["runtime"] + max(params["unet"] * wbytes + unet_file,
+                                                                all_weights + other_file)
     if cached:
         vae_batch = vae_batch_of(cfg, device)
         if images:
