@@ -435,6 +435,17 @@ def test_merge_to_model_bakes_in_a_loha_and_a_native_fine_tune(sd1, loha_dir, ti
     base_norms = sd1.unet.state_dict()
     assert any(not torch.equal(v, base_norms[k]) for k, v in norms.items()), "norm layers merged too"
 
+    # a LoHa of the same family but other layer sizes (the demo's base): one message, here and in Generate
+    from kohya_lite.demo import base_model_path
+
+    with pytest.raises(UserError) as err:
+        merge_to_model(base_model_path(), [(loha, 1.0)], tmp_path / "other.safetensors")
+    assert "does not fit this model's layer" in err.value.message and err.value.field == "loras"
+    assert "made for this base model" in err.value.problem.fix and not (tmp_path / "other.safetensors").exists()
+    with pytest.raises(UserError) as err:
+        px(load_model(base_model_path()), "a cat <lora:loha_file:1>")
+    assert "does not fit this model's layer" in err.value.message and err.value.field == "prompt"
+
     res0 = merge_to_model(tiny_sd1_dir, [(loha, 0.0)], tmp_path / "zero", precision="float")
     assert res0.loras[0].modules == 0 and res0.weights_changed == 0
     zero = load_model(tmp_path / "zero")

@@ -306,7 +306,10 @@ class LycorisNetwork(AdapterNetwork):
             if org is None:
                 missing.append(name)
                 continue
-            module = module_from_tensors(name, org, group)
+            try:
+                module = module_from_tensors(name, org, group)
+            except UserError as exc:
+                raise UserError(exc.message, field="network_weights", fix=exc.problem.fix) from None
             algos[_algo_of(module)] += 1
             adopted.append(_Adopted(name, component_of_name(name), "", module))
         if missing:
@@ -494,7 +497,12 @@ def module_from_tensors(name: str, org: nn.Module, group: Mapping[str, torch.Ten
         if cls is None:
             raise UserError(f"module {name} has tensors no LyCORIS algorithm uses ({', '.join(sorted(group))})",
                             fix="the file may be damaged, or made by a newer LyCORIS")
-        module = make_module(cls, params, name, org)
+        try:
+            module = make_module(cls, params, name, org)
+        except RuntimeError as exc:  # the file's tensors are shaped for another model's layer
+            raise UserError(f"module {name} does not fit this model's layer {tuple(org.weight.shape)}: "
+                            f"{_first_line(exc)}",
+                            fix="use a LyCORIS file made for this base model (the same family and size)") from None
     if module is None:
         raise UserError(f"module {name}: lycoris cannot rebuild its {cls.__name__} from a file",
                         fix="this algorithm's files cannot be read back")
